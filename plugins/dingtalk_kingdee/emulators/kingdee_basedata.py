@@ -1,0 +1,127 @@
+"""Build the Kingdee emulator's base data (include/demo/kingdee_basedata.json) from the demo universe.
+
+File format (every list optional)::
+
+    {"about": "...",
+     "forms": {"<base-data form id>": [{"id": 100001, "number": "BM001", "name": "行政部",
+                                        "enabled": true, ...extra attributes}, ...], ...}}
+
+Form ids are K/3Cloud's: ORG_Organizations, BD_Currency, BOS_BillType (extra ``bill_form``: the
+business form the type belongs to), BD_SETTLETYPE, CN_RECPAYPURPOSE, BD_Expense, BD_Department,
+BD_Empinfo, BD_Supplier, BD_Customer. Ids are stable: derived from the form's position in
+``FORM_ID_BASE`` and the record's position, so a regenerated file keeps the same ids.
+
+Usage: ``python -m dingtalk_kingdee.emulators.kingdee_basedata [--universe U] [--out O] [--check]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+DEFAULT_UNIVERSE = REPO_ROOT / "include" / "demo" / "universe.json"
+DEFAULT_OUT = REPO_ROOT / "include" / "demo" / "kingdee_basedata.json"
+
+# First internal id of each form's records; real ids are opaque integers, these keep them apart.
+FORM_ID_BASE: dict[str, int] = {
+    "ORG_Organizations": 1,
+    "BD_Currency": 1001,
+    "BOS_BillType": 2001,
+    "BD_SETTLETYPE": 3001,
+    "CN_RECPAYPURPOSE": 4001,
+    "BD_Expense": 5001,
+    "BD_Department": 100001,
+    "BD_Empinfo": 200001,
+    "BD_Supplier": 300001,
+    "BD_Customer": 400001,
+}
+
+
+def _records(form_id: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    base = FORM_ID_BASE[form_id]
+    return [{"id": base + i, "enabled": True, **row} for i, row in enumerate(rows)]
+
+
+def build_basedata(universe: dict[str, Any]) -> dict[str, Any]:
+    """The base-data document for ``universe`` (the demo organisation)."""
+    kingdee = universe["kingdee"]
+    dept_numbers = {d["dept_id"]: d["kingdee_number"] for d in universe["departments"]}
+    expense_items: dict[str, str] = {}
+    for category in universe["categories"].values():
+        for type_name, number in category["types"].items():
+            expense_items.setdefault(number, type_name)
+    orgs = [{"number": kingdee["org_number"], "name": kingdee["org_name"]}]
+    currencies = [{"number": "PRE001", "name": "人民币"}, {"number": "PRE002", "name": "香港元"},
+                  {"number": "PRE007", "name": "美元"}]
+    if kingdee["currency"] not in {c["number"] for c in currencies}:
+        currencies.append({"number": kingdee["currency"], "name": kingdee["currency"]})
+    bill_types = [{"number": "FKDLX01_SYS", "name": "采购业务付款单", "bill_form": "AP_PAYBILL"},
+                  {"number": "FKDLX02_SYS", "name": "费用报销付款单", "bill_form": "AP_PAYBILL"}]
+    if kingdee["bill_type"] not in {b["number"] for b in bill_types}:
+        bill_types.append({"number": kingdee["bill_type"], "name": kingdee["bill_type"],
+                           "bill_form": "AP_PAYBILL"})
+    settle_types = [{"number": "JSFS01_SYS", "name": "现金"}, {"number": "JSFS04_SYS", "name": "电汇"}]
+    if kingdee["settle_type"] not in {s["number"] for s in settle_types}:
+        settle_types.append({"number": kingdee["settle_type"], "name": kingdee["settle_type"]})
+    purposes = [{"number": "SFKYT01_SYS", "name": "购货款"}, {"number": "SFKYT08_SYS", "name": "费用报销"},
+                {"number": "SFKYT10_SYS", "name": "员工报销"}]
+    if kingdee["purpose"] not in {p["number"] for p in purposes}:
+        purposes.append({"number": kingdee["purpose"], "name": kingdee["purpose"]})
+    departments = [{"number": d["kingdee_number"], "name": d["name"], "org": kingdee["org_number"]}
+                   for d in universe["departments"]]
+    employees = [
+        {"number": e["kingdee_number"], "name": e["name"],
+         "department": dept_numbers.get(e["dept_id"]), "bank_account": e.get("bank_account"),
+         "bank_name": e.get("bank_name")}
+        for e in universe["employees"] if e.get("kingdee_number")
+    ]
+    return {
+        "about": ("Kingdee K/3Cloud base data of the demo account set, generated from "
+                  "include/demo/universe.json by dingtalk_kingdee.emulators.kingdee_basedata; "
+                  "do not edit by hand."),
+        "forms": {
+            "ORG_Organizations": _records("ORG_Organizations", orgs),
+            "BD_Currency": _records("BD_Currency", currencies),
+            "BOS_BillType": _records("BOS_BillType", bill_types),
+            "BD_SETTLETYPE": _records("BD_SETTLETYPE", settle_types),
+            "CN_RECPAYPURPOSE": _records("CN_RECPAYPURPOSE", purposes),
+            "BD_Expense": _records("BD_Expense", [{"number": n, "name": name}
+                                                  for n, name in sorted(expense_items.items())]),
+            "BD_Department": _records("BD_Department", departments),
+            "BD_Empinfo": _records("BD_Empinfo", employees),
+            "BD_Supplier": _records("BD_Supplier",
+                                    [{"number": "VEN00001", "name": "上海示例供应商有限公司"}]),
+            "BD_Customer": _records("BD_Customer", [{"number": "CUST0001", "name": "示例客户有限公司"}]),
+        },
+    }
+
+
+def render(basedata: dict[str, Any]) -> str:
+    return json.dumps(basedata, ensure_ascii=False, indent=2) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--universe", type=Path, default=DEFAULT_UNIVERSE)
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--check", action="store_true",
+                        help="exit 1 if the file on disk differs from what would be generated")
+    args = parser.parse_args(argv)
+    text = render(build_basedata(json.loads(args.universe.read_text(encoding="utf-8"))))
+    if args.check:
+        current = args.out.read_text(encoding="utf-8") if args.out.exists() else ""
+        if current != text:
+            print(f"{args.out} is out of date; regenerate it", file=sys.stderr)
+            return 1
+        return 0
+    args.out.write_text(text, encoding="utf-8")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
