@@ -1,0 +1,65 @@
+# Two commands matter: `make demo` and `make test`. Everything else is what they build on.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := $(CURDIR)/.venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export AIRFLOW_HOME := $(CURDIR)/airflow_home
+export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
+export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
+export AIRFLOW__CORE__LOAD_EXAMPLES := False
+export AIRFLOW__CORE__UNIT_TEST_MODE := False
+export AIRFLOW__LOGGING__LOGGING_LEVEL ?= INFO
+export PYTHONPATH := $(CURDIR)/plugins:$(CURDIR)
+
+.PHONY: venv airflow-db test lint demo airflow emulators bench lock clean
+
+# A project-local venv; reinstalls only when a requirements file or pyproject.toml changed.
+$(STAMP): requirements.lock requirements.txt requirements-dev.txt pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+	@$(BIN)/python -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required"'
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+# Airflow's metadata database (SQLite under airflow_home/), migrated once and after upgrades.
+$(AIRFLOW_HOME)/.migrated: $(STAMP)
+	@mkdir -p $(AIRFLOW_HOME)
+	$(BIN)/airflow db migrate > $(AIRFLOW_HOME)/migrate.log 2>&1 || (cat $(AIRFLOW_HOME)/migrate.log; exit 1)
+	@touch $@
+
+airflow-db: $(AIRFLOW_HOME)/.migrated
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+test: $(STAMP) airflow-db lint
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+demo: $(STAMP) airflow-db
+	$(BIN)/python scripts/demo.py
+
+# The Airflow UI on http://127.0.0.1:8080 with both emulators and demo connections (Ctrl-C stops all).
+airflow: $(STAMP) airflow-db
+	$(BIN)/python scripts/airflow_with_emulators.py
+
+emulators: $(STAMP)
+	$(BIN)/python scripts/airflow_with_emulators.py --emulators-only
+
+bench: $(STAMP)
+	$(BIN)/python bench/bench_dingtalk.py
+	$(BIN)/python bench/bench_kingdee.py
+	$(BIN)/python bench/bench_transform.py
+
+# Regenerate the lock from the direct requirements in a scratch venv.
+lock:
+	rm -rf $(CURDIR)/.lockvenv && $(PYTHON) -m venv $(CURDIR)/.lockvenv
+	$(CURDIR)/.lockvenv/bin/pip install --quiet -r requirements.txt -r requirements-dev.txt
+	{ echo '# Every package of a working install, pinned (generated with pip freeze from requirements.txt + requirements-dev.txt).'; \
+	  echo '# Regenerate: make lock'; $(CURDIR)/.lockvenv/bin/pip freeze | sort -f; } > requirements.lock
+	rm -rf $(CURDIR)/.lockvenv
+
+clean:
+	rm -rf $(VENV) $(AIRFLOW_HOME) var

@@ -1,0 +1,370 @@
+"""The sync's steps as plain functions: extract → transform → load → write_back → report.
+
+Each takes a scheme, the hooks it needs, a staging engine and a ``Run`` (what this run was asked
+to do), and returns small counts for XCom. Each is idempotent: run again alone, it picks up where
+staging says things stand. The DAG factory wires them; tests and benchmarks call them directly.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+import pandas as pd
+from sqlalchemy.engine import Engine
+
+from dingtalk_kingdee import staging
+from dingtalk_kingdee.errors import DingTalkError, DingTalkUnavailable, KingdeeOutcomeUnknown
+from dingtalk_kingdee.scheme import Scheme
+from dingtalk_kingdee.transform import transform_claims
+
+log = logging.getLogger(__name__)
+
+# DingTalk instance statuses after which a claim never changes again.
+FINAL_STATUSES = frozenset({"COMPLETED", "TERMINATED", "CANCELED"})
+FETCH_CHUNK = 200
+TRANSFORM_CHUNK = 2000
+# A bill left in "sending" this long belongs to a load that died; younger ones may still be in flight.
+SENDING_LEASE = timedelta(minutes=15)
+
+
+@dataclass(frozen=True)
+class Run:
+    """What one DAG run (or one direct call) was asked to do."""
+
+    run_id: str
+    window_start: datetime | None = None
+    window_end: datetime | None = None
+    dry_run: bool = False
+    instance_ids: tuple[str, ...] | None = None
+    replay_rejected: bool = False
+    extra: dict = field(default_factory=dict)
+
+
+class LoadIncomplete(RuntimeError):
+    """Some bills' outcome in Kingdee is unknown; a retry reconciles them before sending anything."""
+
+
+def _unique(ids: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(ids))
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def extract(scheme: Scheme, dingtalk, engine: Engine, run: Run) -> dict:
+    """List the claims started in the look-back window and store fresh answers for the unfinished ones."""
+    if run.instance_ids:
+        listed = _unique(run.instance_ids)
+        log.info("extract: %d claims named by the run", len(listed))
+    else:
+        if run.window_end is None or run.window_start is None:
+            raise ValueError("extract needs a window (start, end) or instance_ids")
+        log.info("extract: listing %s claims started in [%s, %s)", scheme.source.process_code,
+                 run.window_start.isoformat(), run.window_end.isoformat())
+        listed = _unique(dingtalk.list_instance_ids(scheme.source.process_code, run.window_start, run.window_end))
+    final = staging.final_instance_ids(engine, scheme.id, listed)
+    staging.mark_seen(engine, scheme.id, final, run.run_id)
+    to_fetch = [i for i in listed if i not in final]
+    log.info("extract: %d listed, %d already final in staging, %d to fetch", len(listed), len(final), len(to_fetch))
+    fetched = changed = 0
+    for part in staging.chunked(to_fetch, FETCH_CHUNK):
+        answers = dict(dingtalk.get_instances(part))
+        missing = set(part) - set(answers)
+        if missing:
+            raise DingTalkUnavailable(f"no detail answer for {len(missing)} claims, e.g. {sorted(missing)[:3]}")
+        changed += staging.upsert_instances(engine, scheme.id, answers, set(FINAL_STATUSES), run.run_id)
+        fetched += len(answers)
+        log.info("extract: fetched %d/%d claim details (%d new or changed)", fetched, len(to_fetch), changed)
+    return {"listed": len(listed), "already_final": len(final), "fetched": fetched, "changed": changed}
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _row_records(rows_frames) -> list[staging.RowRecord]:
+    """Flattened table rows from the transform, in the staging shape."""
+    frames = rows_frames.values() if isinstance(rows_frames, dict) else [rows_frames]
+    records: list[staging.RowRecord] = []
+    for frame in frames:
+        if frame is None or frame.empty:
+            continue
+        for rec in frame.to_dict("records"):
+            cells = {k: v for k, v in rec.items()
+                     if k not in ("instance_id", "table_path", "row_key", "parent_row_key", "row_index")
+                     and not (isinstance(v, float) and pd.isna(v)) and v is not None}
+            records.append(staging.RowRecord(
+                instance_id=str(rec["instance_id"]), table_path=str(rec["table_path"]), row_key=str(rec["row_key"]),
+                parent_row_key=None if pd.isna(rec.get("parent_row_key")) else str(rec.get("parent_row_key")),
+                row_index=int(rec["row_index"]), cells=cells,
+            ))
+    return records
+
+
+def transform(scheme: Scheme, engine: Engine, run: Run) -> dict:
+    """Turn every final claim whose latest answer is not yet transformed into a pending bill or rejects."""
+    after = ""
+    totals = {"claims": 0, "bills": 0, "rejected": 0, "kept_sent": 0}
+    while True:
+        batch = staging.instances_to_transform(
+            engine, scheme.id, TRANSFORM_CHUNK, after=after, instance_ids=run.instance_ids,
+            include_rejected=run.replay_rejected,
+        )
+        if not batch:
+            break
+        after = batch[-1][0]
+        ids = [b[0] for b in batch]
+        raw = pd.DataFrame({"instance_id": ids, "payload": [b[1] for b in batch]})
+        result = transform_claims(raw, scheme, staging.already_billed(engine, scheme.id, exclude=ids))
+        new_bills = [
+            staging.BillRecord(instance_id=str(r["instance_id"]), business_id=str(r["business_id"]),
+                               match_value=str(r["match_value"]), amount=Decimal(r["amount"]),
+                               payee=r.get("payee"), model=r["model"])
+            for r in result.bills.to_dict("records")
+        ]
+        new_rejects = [
+            staging.RejectRecord(instance_id=str(r["instance_id"]), business_id=r.get("business_id"),
+                                 field=r.get("field"), reason_code=str(r["reason_code"]), reason=str(r["reason"]))
+            for r in result.rejects.to_dict("records")
+        ]
+        counts = staging.save_transform(engine, scheme.id, {b[0]: b[2] for b in batch}, new_bills, new_rejects,
+                                        _row_records(result.rows), run.run_id)
+        totals["claims"] += len(batch)
+        totals["bills"] += counts["bills"]
+        totals["rejected"] += counts["rejects"]
+        totals["kept_sent"] += counts["kept_sent"]
+        log.info("transform: %d claims so far → %d bills, %d rejected", totals["claims"], totals["bills"],
+                 totals["rejected"])
+    return totals
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _bill_query_fields(scheme: Scheme) -> list[str]:
+    return _unique(["FID", "FBillNo", scheme.target.match_field, "FDOCUMENTSTATUS"])
+
+
+def reconcile(scheme: Scheme, kingdee, engine: Engine, run: Run, lease: timedelta = SENDING_LEASE) -> dict:
+    """Settle bills whose outcome is unknown by asking Kingdee, before anything is sent again."""
+    doubtful = staging.bills_in_doubt(engine, scheme.id, lease, instance_ids=run.instance_ids)
+    found = not_found = 0
+    match_field = scheme.target.match_field
+    for part in staging.chunked(doubtful, 200):
+        by_value = {value: instance_id for instance_id, value in part}
+        rows = kingdee.bill_query(scheme.target.form_id, _bill_query_fields(scheme), {match_field: list(by_value)})
+        seen: dict[str, dict] = {}
+        for row in rows:
+            seen.setdefault(str(row.get(match_field)), row)
+        for value, instance_id in by_value.items():
+            row = seen.get(value)
+            if row is not None:
+                staging.set_bill_state(engine, scheme.id, instance_id, "loaded", run.run_id,
+                                       kingdee_id=str(row.get("FID")), bill_number=row.get("FBillNo"),
+                                       doc_status=row.get("FDOCUMENTSTATUS"), expect=("unknown", "sending"))
+                found += 1
+                log.info("reconcile: claim %s was saved in Kingdee as %s", instance_id, row.get("FBillNo"))
+            else:
+                staging.set_bill_state(engine, scheme.id, instance_id, "pending", run.run_id,
+                                       error="not found in Kingdee after an unanswered save; will be sent again",
+                                       expect=("unknown", "sending"))
+                not_found += 1
+                log.info("reconcile: claim %s is not in Kingdee; back to pending", instance_id)
+    return {"reconciled_found": found, "reconciled_missing": not_found}
+
+
+def _is_duplicate_number(errors) -> bool:
+    return any((e.field or "").lower() == "fbillno" and ("唯一" in e.message or "unique" in e.message.lower())
+               for e in errors)
+
+
+def load(scheme: Scheme, kingdee, engine: Engine, run: Run) -> dict:
+    """Send pending bills in batches through BatchSave, each marked ``sending`` before its call."""
+    target = scheme.target
+    if run.dry_run:
+        pending = [b for b in staging.bills_by_instance(engine, scheme.id).values() if b["state"] == "pending"
+                   and (run.instance_ids is None or b["instance_id"] in run.instance_ids)]
+        total = staging.from_cents(sum(b["amount_cents"] for b in pending))
+        log.info("load (dry run): would send %d bills, %s in total; nothing sent", len(pending), total)
+        return {"dry_run": True, "would_send": len(pending), "would_send_amount": str(total)}
+
+    counts = reconcile(scheme, kingdee, engine, run)
+    counts.update(sent=0, loaded=0, failed=0, unknown=0)
+    options = scheme.batch_save_options()
+    auto_audit = target.auto_submit_and_audit
+    while True:
+        _, claimed = staging.claim_for_sending(engine, scheme.id, target.batch_size, instance_ids=run.instance_ids)
+        if not claimed:
+            break
+        counts["sent"] += len(claimed)
+        try:
+            outcomes = kingdee.batch_save(target.form_id, [c.model for c in claimed], options)
+        except KingdeeOutcomeUnknown as exc:
+            for c in claimed:
+                staging.set_bill_state(engine, scheme.id, c.instance_id, "unknown", run.run_id, error=str(exc),
+                                       expect=("sending",))
+            counts["unknown"] += len(claimed)
+            log.error("load: no answer for a batch of %d bills (%s); they will be reconciled before any resend",
+                      len(claimed), exc)
+            break
+        except Exception as exc:
+            # Kingdee answered and refused the whole call: nothing was saved, so the batch may go again.
+            for c in claimed:
+                staging.set_bill_state(engine, scheme.id, c.instance_id, "pending", run.run_id, error=str(exc),
+                                       expect=("sending",))
+            raise
+        duplicates: list[str] = []
+        for claim, outcome in zip(claimed, outcomes, strict=True):
+            if outcome.success:
+                staging.set_bill_state(engine, scheme.id, claim.instance_id, "loaded", run.run_id,
+                                       kingdee_id=str(outcome.kingdee_id), bill_number=outcome.number,
+                                       doc_status="C" if auto_audit else "A", expect=("sending",))
+                counts["loaded"] += 1
+            elif _is_duplicate_number(outcome.errors):
+                # Most likely our own earlier save whose answer was lost: settle it by query, never resend.
+                staging.set_bill_state(engine, scheme.id, claim.instance_id, "unknown", run.run_id,
+                                       error="; ".join(e.message for e in outcome.errors), expect=("sending",))
+                duplicates.append(claim.instance_id)
+            else:
+                reason = "; ".join(f"{e.field or '-'}: {e.message}" for e in outcome.errors) or "refused"
+                staging.set_bill_state(engine, scheme.id, claim.instance_id, "failed", run.run_id,
+                                       error=reason, expect=("sending",))
+                counts["failed"] += 1
+                log.warning("load: Kingdee refused the bill of claim %s (business_id %s): %s",
+                            claim.instance_id, claim.business_id, reason)
+        if duplicates:
+            settled = reconcile(scheme, kingdee, engine, Run(run.run_id, instance_ids=tuple(duplicates)),
+                                lease=timedelta(0))
+            counts["loaded"] += settled["reconciled_found"]
+            for instance_id in staging.bills_in_doubt(engine, scheme.id, timedelta(0), tuple(duplicates)):
+                staging.set_bill_state(engine, scheme.id, instance_id[0], "failed", run.run_id,
+                                       error="Kingdee holds another bill with this number", expect=("pending",))
+        log.info("load: %d sent, %d loaded, %d refused so far", counts["sent"], counts["loaded"], counts["failed"])
+
+    if not auto_audit and (target.submit or target.audit):
+        counts.update(advance_documents(scheme, kingdee, engine))
+    if counts["unknown"]:
+        raise LoadIncomplete(
+            f"{counts['unknown']} bills were sent without an answer; the next attempt reconciles them with "
+            f"ExecuteBillQuery on {target.match_field} before sending anything"
+        )
+    return counts
+
+
+def advance_documents(scheme: Scheme, kingdee, engine: Engine) -> dict:
+    """Submit and audit loaded bills as the scheme asks; reads the current status first (re-runnable)."""
+    target = scheme.target
+    wanted = "C" if target.audit else "B"
+    behind = staging.loaded_bills_needing_status(engine, scheme.id, wanted)
+    counts = {"submitted": 0, "audited": 0}
+    for part in staging.chunked(behind, 200):
+        numbers = {number: instance_id for instance_id, number, _ in part if number}
+        rows = kingdee.bill_query(target.form_id, ["FBillNo", "FDOCUMENTSTATUS"], {"FBillNo": list(numbers)})
+        status = {r["FBillNo"]: r["FDOCUMENTSTATUS"] for r in rows}
+        to_submit = [n for n in numbers if status.get(n) in ("A", "Z", "D")]
+        if to_submit and target.submit:
+            result = kingdee.submit(target.form_id, to_submit)
+            for n in result.numbers_ok:
+                status[n] = "B"
+            counts["submitted"] += len(result.numbers_ok)
+        to_audit = [n for n in numbers if status.get(n) == "B"]
+        if to_audit and target.audit:
+            result = kingdee.audit(target.form_id, to_audit)
+            for n in result.numbers_ok:
+                status[n] = "C"
+            counts["audited"] += len(result.numbers_ok)
+        for number, instance_id in numbers.items():
+            if status.get(number):
+                staging.set_doc_status(engine, scheme.id, [instance_id], status[number])
+    return counts
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def write_back(scheme: Scheme, dingtalk, engine: Engine, run: Run) -> dict:
+    """Record which claim became which bill, and tell DingTalk when the scheme asks for it."""
+    if run.dry_run:
+        return {"dry_run": True}
+    comments_on = scheme.write_back.comment
+    added = staging.record_ledger(engine, scheme.id, comments_on)
+    counts = {"ledger_added": added, "comments_sent": 0, "comments_failed": 0}
+    if not comments_on:
+        return counts
+    for entry in staging.comments_to_send(engine, scheme.id):
+        if run.instance_ids is not None and entry["instance_id"] not in run.instance_ids:
+            continue
+        text = scheme.write_back.render_comment(
+            bill_number=entry["bill_number"], business_id=entry["business_id"],
+            amount=staging.from_cents(entry["amount_cents"]), payee=entry["payee"] or "",
+        )
+        user_id = scheme.write_back.comment_user_for(json.loads(entry["payload"]).get("originator_userid", ""))
+        try:
+            dingtalk.add_comment(entry["instance_id"], user_id, text)
+        except (DingTalkError, DingTalkUnavailable) as exc:
+            staging.set_comment_state(engine, scheme.id, entry["instance_id"], "failed", error=str(exc))
+            counts["comments_failed"] += 1
+            log.warning("write_back: comment on claim %s failed: %s", entry["instance_id"], exc)
+            continue
+        staging.set_comment_state(engine, scheme.id, entry["instance_id"], "done")
+        counts["comments_sent"] += 1
+    log.info("write_back: %d ledger lines added, %d comments sent, %d failed", added, counts["comments_sent"],
+             counts["comments_failed"])
+    return counts
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def report(scheme: Scheme, engine: Engine, run: Run, step_counts: dict | None = None,
+           max_listed: int = 50) -> dict:
+    """The run summary: claims seen, approved, loaded, rejected by reason, still running, money per state."""
+    scope = None if run.instance_ids else run.run_id
+    summary = staging.summary(engine, scheme.id, run_id=scope)
+    if run.instance_ids:
+        summary["scope"] = f"claims named by the run: {len(run.instance_ids)}"
+    rejected = summary.pop("rejected_claims")
+    dry = " — DRY RUN, nothing written to Kingdee" if run.dry_run else ""
+    money = summary["money_by_state"]
+    lines = [
+        f"Run summary for scheme {scheme.id} ({run.run_id}){dry}",
+        f"  claims seen: {summary['claims_seen']}  approved: {summary['approved']}  "
+        f"still running: {summary['still_running']}",
+        f"  by status: {summary['claims_by_status']}",
+        "  bills by state: " + ", ".join(
+            f"{state} {n} ({money[state]})" for state, n in sorted(summary["bills_by_state"].items())
+        ),
+        f"  rejected by reason: {summary['rejected_by_reason']}",
+    ]
+    for r in rejected[:max_listed]:
+        lines.append(f"    rejected {r['business_id'] or r['instance_id']}: [{r['reason_code']}] {r['reason']}")
+    if len(rejected) > max_listed:
+        lines.append(f"    ... and {len(rejected) - max_listed} more reject lines (table dk_rejects)")
+    if step_counts:
+        lines.append(f"  steps: {step_counts}")
+    for line in lines:
+        log.info(line)
+    summary["rejected_claims"] = rejected[:max_listed]
+    summary["text"] = "\n".join(lines)
+    return summary
+
+
+def run_all(scheme: Scheme, dingtalk, kingdee, engine: Engine, run: Run) -> dict:
+    """The five steps in order, in one process (demo and tests; the DAG runs them as tasks)."""
+    steps = {"extract": extract(scheme, dingtalk, engine, run), "transform": transform(scheme, engine, run)}
+    steps["load"] = load(scheme, kingdee, engine, run)
+    steps["write_back"] = write_back(scheme, dingtalk, engine, run)
+    return report(scheme, engine, run, steps)
+
+
+def window_for(interval_end: datetime, lookback_days: int) -> tuple[datetime, datetime]:
+    return interval_end - timedelta(days=lookback_days), interval_end
+
+
+def select_ids(values: Sequence[str] | None) -> tuple[str, ...] | None:
+    cleaned = tuple(v.strip() for v in (values or []) if v and v.strip())
+    return cleaned or None

@@ -1,0 +1,59 @@
+"""Every DAG imports cleanly and carries what an operator relies on."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pendulum
+import pytest
+from airflow.dag_processing.dagbag import DagBag
+from airflow.timetables.interval import CronDataIntervalTimetable
+
+DAGS_DIR = Path(__file__).resolve().parents[2] / "dags"
+
+
+@pytest.fixture(scope="module")
+def dagbag() -> DagBag:
+    return DagBag(dag_folder=str(DAGS_DIR))
+
+
+def test_no_import_errors(dagbag):
+    assert dagbag.import_errors == {}
+    assert dagbag.dags, "no DAG was built from include/schemes/"
+
+
+def test_one_dag_per_scheme(dagbag):
+    assert "dingtalk_kingdee_expense_to_paybill" in dagbag.dag_ids
+
+
+def test_operational_attributes(dagbag):
+    for dag_id, dag in dagbag.dags.items():
+        assert dag.doc_md and "replay" in dag.doc_md.lower(), dag_id
+        assert dag.tags, dag_id
+        assert not dag.catchup, dag_id
+        assert dag.max_active_runs == 1, dag_id
+        assert set(dag.params.keys()) >= {"dry_run", "window_start", "window_end", "instance_ids", "replay_rejected"}
+        for task in dag.tasks:
+            assert task.owner and task.owner != "airflow", (dag_id, task.task_id)
+            assert task.retries > 0, (dag_id, task.task_id)
+            assert task.retry_exponential_backoff, (dag_id, task.task_id)
+        assert [t.task_id for t in dag.topological_sort()] == ["extract", "transform", "load", "write_back", "report"]
+
+
+def test_hourly_data_intervals_are_one_hour_wide_in_china_time(dagbag):
+    for dag in dagbag.dags.values():
+        assert isinstance(dag.timetable, CronDataIntervalTimetable)
+        run_after = pendulum.datetime(2026, 3, 5, 10, 30, tz="Asia/Shanghai")
+        manual = dag.timetable.infer_manual_data_interval(run_after=run_after)
+        assert manual.end - manual.start == timedelta(hours=1)
+        assert manual.end.in_timezone("Asia/Shanghai").minute == 0
+        nxt = dag.timetable.next_dagrun_info(last_automated_data_interval=manual, restriction=_no_restriction())
+        assert nxt.data_interval.start == manual.end
+        assert nxt.data_interval.end - nxt.data_interval.start == timedelta(hours=1)
+
+
+def _no_restriction():
+    from airflow.timetables.base import TimeRestriction
+
+    return TimeRestriction(earliest=None, latest=None, catchup=False)
