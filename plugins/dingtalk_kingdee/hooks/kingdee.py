@@ -134,7 +134,7 @@ def lenient_bool(value: Any) -> bool:
     """``IsSuccess`` as Kingdee writes it: true/false, "true"/"false", 1/0, missing."""
     if isinstance(value, bool):
         return value
-    if isinstance(value, (int, float)):
+    if isinstance(value, (int, float, Decimal)):
         return value != 0
     if isinstance(value, str):
         return value.strip().lower() in ("true", "1", "yes")
@@ -147,8 +147,8 @@ def lenient_int(value: Any) -> int | None:
         return None
     if isinstance(value, int):
         return value
-    if isinstance(value, float):
-        return int(value) if value.is_integer() else None
+    if isinstance(value, (float, Decimal)):
+        return int(value) if math.isfinite(value) and value == int(value) else None
     if isinstance(value, str):
         text = value.strip()
         if re.fullmatch(r"-?\d+", text):
@@ -598,7 +598,8 @@ class KingdeeHook(HttpHook):
         if text.lstrip().startswith("response_error:"):
             raise _Ambiguous("server exception (response_error)")
         try:
-            return json.loads(text)
+            # Amounts come back exact: JSON decimals are read as Decimal, never float.
+            return json.loads(text, parse_float=Decimal)
         except ValueError:
             content_type = response.headers.get("Content-Type", "no type")
             raise _Ambiguous(f"answer is not JSON ({content_type})") from None
