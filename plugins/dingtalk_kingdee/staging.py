@@ -170,8 +170,21 @@ def get_engine(url: str) -> Engine:
     return sa.create_engine(url, pool_pre_ping=True)
 
 
-def ensure_schema(engine: Engine) -> None:
+def ensure_schema(engine: Engine, attempts: int = 5) -> None:
     """Create or upgrade the staging tables; safe when several tasks start at once."""
+    for attempt in range(attempts):
+        try:
+            _create_schema(engine)
+            return
+        except (sa.exc.OperationalError, sa.exc.IntegrityError) as exc:
+            # SQLite has no advisory lock: a parallel creator won the race; look again.
+            if engine.dialect.name != "sqlite" or attempt == attempts - 1:
+                raise
+            if "already exists" not in str(exc) and "UNIQUE" not in str(exc):
+                raise
+
+
+def _create_schema(engine: Engine) -> None:
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             # Serialise concurrent first runs: CREATE TABLE IF NOT EXISTS races on PostgreSQL.
