@@ -1,0 +1,685 @@
+"""Raw DingTalk approval instances → flattened frames → Kingdee Models, rejects and waiting claims.
+
+Pure: no network, no database, no file reads; the scheme (with its value maps already loaded) is
+passed in. The caller hands over one chunk of claims at a time. Every raw claim ends in exactly one
+outcome: a bill, one or more reject rows, or waiting (not final yet).
+
+Duplicates: rows of ``raw`` with the same instance_id are one claim (the last payload wins). Among
+approved claims sharing a business_id, the one with the smallest instance_id is the candidate and
+every other one is rejected ``duplicate_business_id``; a business_id found in ``already_billed``
+under another instance_id is rejected too (under the same instance_id it is the same claim again
+and maps to the same bill, which the load step recognises by its match field).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from dingtalk_kingdee.scheme import FieldMapping, Scheme, SourcePath, parse_template
+from dingtalk_kingdee.transform_values import (
+    as_text,
+    cents_to_decimal,
+    format_cents,
+    parse_china_datetimes,
+    parse_money_cents,
+)
+
+BILL_COLUMNS = ["instance_id", "business_id", "match_value", "amount", "payee", "model"]
+REJECT_COLUMNS = ["instance_id", "business_id", "field", "reason_code", "reason"]
+WAITING_COLUMNS = ["instance_id", "status"]
+ROW_META = ["instance_id", "table", "row_index", "row_key", "row_id", "parent_row_id", "parent_row_key"]
+
+REASON_CODES = frozenset({
+    "no_rows", "amount_missing", "amount_unparseable", "amount_not_positive", "amount_over_limit",
+    "total_mismatch", "unmapped_employee", "unmapped_department", "unmapped_expense_item", "unmapped_value",
+    "missing_field", "bad_date", "duplicate_business_id", "not_approved", "malformed_payload",
+})
+
+# Lists on the instance that are not claim fields; kept out of the claims frame.
+_INSTANCE_LISTS = ("form_component_values", "operation_records", "tasks", "cc_userids",
+                   "attached_process_instance_ids")
+
+
+@dataclass
+class TransformResult:
+    bills: pd.DataFrame      # BILL_COLUMNS
+    rejects: pd.DataFrame    # REJECT_COLUMNS
+    waiting: pd.DataFrame    # WAITING_COLUMNS
+    claims: pd.DataFrame     # one row per well-formed claim: instance.* and form.* columns, outcome
+    rows: pd.DataFrame       # one row per table row at any depth: ROW_META + one column per cell label
+
+
+# ---------------------------------------------------------------------------------------------- payloads
+
+def _form_problem(payload: dict) -> str | None:
+    values = payload.get("form_component_values")
+    if values is None:
+        return "payload has no form_component_values"
+    if not isinstance(values, list):
+        return f"form_component_values is a {type(values).__name__}, not a list"
+    for position, item in enumerate(values, start=1):
+        if not isinstance(item, dict):
+            return f"form_component_values item {position} is a {type(item).__name__}, not an object"
+    return None
+
+
+def _coerce_payload(payload: Any) -> tuple[dict | None, str | None]:
+    """The instance dict, or why the payload is not one. A JSON text or a whole detail answer is accepted."""
+    if isinstance(payload, str | bytes):
+        try:
+            payload = json.loads(payload)
+        except ValueError as exc:
+            return None, f"payload is not valid JSON ({exc})"
+    if isinstance(payload, dict) and "form_component_values" not in payload \
+            and isinstance(payload.get("process_instance"), dict):
+        payload = payload["process_instance"]
+    if not isinstance(payload, dict):
+        return None, f"payload is a {type(payload).__name__}, not an approval instance object"
+    if isinstance(payload.get("form_component_values"), str):
+        try:
+            payload = {**payload, "form_component_values": json.loads(payload["form_component_values"])}
+        except ValueError:
+            return payload, "form_component_values is not valid JSON"
+    return payload, None
+
+
+def _reject_frame(instance_id: Any, business_id: Any, field: Any, code: str, reason: Any) -> pd.DataFrame:
+    """Rejects for many claims at once; each argument a Series (aligned) or a scalar."""
+    frame = pd.DataFrame({"instance_id": instance_id, "business_id": business_id, "field": field,
+                          "reason_code": code, "reason": reason})
+    return frame.reset_index(drop=True)[REJECT_COLUMNS]
+
+
+def _claim_label(business_id: pd.Series, instance_id: pd.Series) -> pd.Series:
+    return ("claim " + business_id.astype(object).where(business_id.notna(), "(no business_id) instance "
+                                                        + instance_id.astype(str)).astype(str))
+
+
+def _quote(values: pd.Series) -> pd.Series:
+    return '"' + values.astype(str) + '"'
+
+
+# ---------------------------------------------------------------------------------------------- tables
+
+def _parse_json_list(value: Any) -> tuple[Any, str | None]:
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return [], None
+    if isinstance(value, list):
+        return value, None
+    text = str(value).strip()
+    if text in ("", "null", "[]"):
+        return [], None
+    try:
+        parsed = json.loads(text)
+    except ValueError as exc:
+        return None, f"is not valid JSON ({exc.msg} at position {exc.pos})"
+    if parsed is None:
+        return [], None
+    if not isinstance(parsed, list):
+        return None, f"is a JSON {type(parsed).__name__}, not a list of rows"
+    return parsed, None
+
+
+def _flatten_tables(tables: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Table cells → one frame of rows at every depth, plus (instance_id, table, problem) rows.
+
+    ``tables`` columns: instance_id, table, parent_row_id, parent_row_key, value (the JSON text).
+    Each level is processed as a whole: parse, explode rows, explode cells, pivot cells to columns;
+    table cells found inside rows become the next level.
+    """
+    levels: list[pd.DataFrame] = []
+    problems: list[pd.DataFrame] = []
+    while not tables.empty:
+        tables = tables.reset_index(drop=True)
+        parsed = [_parse_json_list(v) for v in tables["value"].tolist()]
+        tables["items"] = [p[0] for p in parsed]
+        error = pd.Series([p[1] for p in parsed], index=tables.index, dtype=object)
+        bad = error.notna()
+        if bad.any():
+            problems.append(pd.DataFrame({"instance_id": tables.loc[bad, "instance_id"],
+                                          "table": tables.loc[bad, "table"],
+                                          "problem": "value " + error[bad].astype(str)}))
+        tables = tables[~bad]
+        items = tables.drop(columns="value").explode("items")
+        items = items[items["items"].notna()]
+        if items.empty:
+            break
+        items["item_no"] = items.groupby(level=0).cumcount() + 1
+        row_value = items["items"].str.get("rowValue")
+        is_row = row_value.map(lambda v: isinstance(v, list)).astype(bool)
+        is_schema = (items["items"].str.get("componentName").notna()
+                     | items["items"].str.get("props").notna()).astype(bool)
+        odd = ~is_row & ~is_schema   # the empty-table quirk (schema instead of rows) is zero rows, not data
+        if odd.any():
+            problems.append(pd.DataFrame({
+                "instance_id": items.loc[odd, "instance_id"], "table": items.loc[odd, "table"],
+                "problem": "item " + items.loc[odd, "item_no"].astype(str) + " is not a row (no rowValue list)"}))
+        rows = items[is_row].copy()
+        rows["cells"] = row_value[is_row]
+        rows["row_index"] = rows.groupby(level=0).cumcount()
+        rows["row_key"] = as_text(rows["items"].str.get("rowNumber"))
+        prefix = rows["parent_row_id"].where(rows["parent_row_id"].notna(), rows["instance_id"].astype(str))
+        rows["row_id"] = prefix.astype(str) + "/" + rows["table"] + "#" + rows["row_index"].astype(str)
+        rows = rows.drop(columns=["items", "item_no"]).reset_index(drop=True)
+
+        cells = rows[["row_id", "cells"]].explode("cells")
+        cells = cells[cells["cells"].notna()]
+        is_cell = cells["cells"].map(lambda c: isinstance(c, dict)).astype(bool)
+        if (~is_cell).any():
+            broken = rows.loc[cells.index[~is_cell].unique()]
+            problems.append(pd.DataFrame({"instance_id": broken["instance_id"], "table": broken["table"],
+                                          "problem": "row " + (broken["row_index"] + 1).astype(str)
+                                          + " has a cell that is not an object"}))
+        cells = cells[is_cell]
+        cell_frame = pd.DataFrame(cells["cells"].tolist(), index=cells.index)
+        for column in ("label", "key", "value", "componentType", "extendValue"):
+            if column not in cell_frame:
+                cell_frame[column] = None
+        cell_frame["label"] = cell_frame["label"].where(cell_frame["label"].notna(), cell_frame["key"])
+        cell_frame = cell_frame[cell_frame["label"].notna()]
+        cell_frame["row_pos"] = cell_frame.index
+        ext_label = cell_frame["extendValue"].str.get("label")
+        is_select = cell_frame["componentType"].isin(["DDSelectField"]) & ext_label.notna()
+        cell_frame["value"] = cell_frame["value"].astype(object).where(~is_select, ext_label)
+        is_table = (cell_frame["componentType"] == "TableField").astype(bool)
+
+        nested = cell_frame[is_table]
+        parent = rows.loc[nested["row_pos"]]
+        tables = pd.DataFrame({"instance_id": parent["instance_id"].to_numpy(),
+                               "table": (parent["table"] + "." + nested["label"].astype(str)).to_numpy(),
+                               "parent_row_id": parent["row_id"].to_numpy(),
+                               "parent_row_key": parent["row_key"].to_numpy(),
+                               "value": nested["value"].to_numpy()})
+
+        plain = cell_frame[~is_table].drop_duplicates(["row_pos", "label"])
+        wide = plain.pivot(index="row_pos", columns="label", values="value")
+        with_ext = plain[plain["extendValue"].notna()]
+        if not with_ext.empty:
+            ext_wide = with_ext.pivot(index="row_pos", columns="label", values="extendValue")
+            wide = wide.join(ext_wide.rename(columns=lambda c: f"{c}.ext"))
+        level = rows.drop(columns="cells").join(wide)
+        levels.append(level)
+
+    rows_frame = pd.concat(levels, ignore_index=True) if levels else pd.DataFrame(columns=ROW_META)
+    for column in ROW_META:
+        if column not in rows_frame:
+            rows_frame[column] = None
+    rows_frame = rows_frame[ROW_META + [c for c in rows_frame.columns if c not in ROW_META]]
+    problem_frame = (pd.concat(problems, ignore_index=True) if problems
+                     else pd.DataFrame(columns=["instance_id", "table", "problem"]))
+    return rows_frame, problem_frame
+
+
+# ---------------------------------------------------------------------------------------------- mapping
+
+@dataclass
+class _Resolved:
+    values: pd.Series          # object; None = field omitted
+    plain: pd.Series           # the value before ref wrapping (for match_value / payee)
+    rejects: list[pd.DataFrame]
+
+
+def _path_values(ctx: pd.DataFrame, path: SourcePath) -> pd.Series:
+    column = path.column
+    if path.ext:
+        ext = ctx.get(f"{column}.ext")
+        if ext is None:
+            return pd.Series(None, index=ctx.index, dtype=object)
+        return as_text(ext.str.get(path.ext))
+    if column not in ctx:
+        return pd.Series(None, index=ctx.index, dtype=object)
+    return as_text(ctx[column])
+
+
+def _where(ctx: pd.DataFrame) -> pd.Series:
+    """How a reason names the place: the claim, and for entries the table row."""
+    where = _claim_label(ctx["business_id"], ctx["instance_id"])
+    if "row_no" in ctx:
+        where = where + ": " + ctx["table"].astype(str) + " row " + ctx["row_no"].astype(str)
+    return where
+
+
+def _dates(ctx: pd.DataFrame, values: pd.Series, fmt: str, target: str, what: str,
+           rejects: list[pd.DataFrame], failed: pd.Series) -> pd.Series:
+    stamps, bad = parse_china_datetimes(values)
+    failed |= bad
+    if bad.any():
+        c = ctx[bad]
+        rejects.append(_reject_frame(c["instance_id"], c["business_id"], target, "bad_date",
+                                     _where(c) + f": {what} " + _quote(values[bad]) + " is not a date"))
+    out = stamps.dt.strftime(fmt).astype(object)
+    return out.where(stamps.notna(), None)
+
+
+def _resolve(ctx: pd.DataFrame, target: str, mapping: FieldMapping, scheme: Scheme,
+             skip_amount_checks: set[str]) -> _Resolved:
+    rejects: list[pd.DataFrame] = []
+    index = ctx.index
+    failed = pd.Series(False, index=index)   # rows already rejected for this field
+    described = mapping.source or mapping.template or ""
+    if mapping.const is not None:
+        values = pd.Series([mapping.const] * len(index), index=index, dtype=object)
+    elif mapping.source is not None:
+        path = mapping.paths[0]
+        values = _path_values(ctx, path)
+        if mapping.type == "date":
+            values = _dates(ctx, values, mapping.strftime, target, path.label, rejects, failed)
+        elif mapping.type == "amount":
+            cents, bad = parse_money_cents(values)
+            failed |= bad
+            if bad.any() and str(path) not in skip_amount_checks:
+                c = ctx[bad]
+                rejects.append(_reject_frame(c["instance_id"], c["business_id"], target, "amount_unparseable",
+                                             _where(c) + f": {path.label} " + _quote(values[bad])
+                                             + " is not an amount"))
+            values = format_cents(cents, mapping.decimal_places)
+    else:
+        values = pd.Series("", index=index, dtype=object)
+        for part in parse_template(mapping.template or ""):
+            if isinstance(part, str):
+                values = values + part
+                continue
+            piece = pd.Series(None, index=index, dtype=object)
+            for alternative in part.alternatives:
+                piece = piece.where(piece.notna(), _path_values(ctx, alternative))
+            if part.as_date:
+                piece = _dates(ctx, piece, "%Y-%m-%d", target, part.alternatives[0].label, rejects, failed)
+            values = values + piece.where(piece.notna(), "").astype(str)
+        values = as_text(values.str.replace(r"\s+", " ", regex=True))
+    values = values.astype(object).where(values.notna(), None)
+
+    if mapping.map is not None:
+        table = scheme.maps[mapping.map]
+        mapped = values.map(table)
+        miss = (values.notna() & mapped.isna()).astype(bool)
+        failed |= miss
+        if miss.any():
+            spec = scheme.value_maps[mapping.map]
+            source_name = f"value map {mapping.map}" + (f" ({spec.file})" if spec.file else "")
+            c = ctx[miss]
+            rejects.append(_reject_frame(
+                c["instance_id"], c["business_id"], target, spec.reject_code,
+                _where(c) + f": {target} from {described}: " + _quote(values[miss])
+                + f" is not in {source_name}; add it there"))
+        values = mapped.astype(object).where(mapped.notna(), None)
+        values[miss] = None
+
+    if mapping.required:
+        # A value already rejected as unparseable or unmapped is not also "missing".
+        empty = values.isna() & ~failed
+        if empty.any():
+            c = ctx[empty]
+            rejects.append(_reject_frame(c["instance_id"], c["business_id"], target, "missing_field",
+                                         _where(c) + f": {target} is required but {described or 'its value'}"
+                                         " is empty"))
+    plain = values
+    if mapping.ref is not None:
+        ref = mapping.ref
+        values = values.map(lambda v: None if v is None else {ref: v})
+    return _Resolved(values=values.astype(object).where(values.notna(), None), plain=plain, rejects=rejects)
+
+
+def _nested_columns(scheme: Scheme, rows: pd.DataFrame, entries: pd.DataFrame, claims: pd.DataFrame,
+                    mappings: list[FieldMapping]) -> None:
+    """Add ``nested.<table>.<label>`` columns to entries (per row) and claims (per claim), as used."""
+    for mapping in mappings:
+        for path in mapping.paths:
+            if path.namespace != "nested" or path.column in entries:
+                continue
+            table = f"{scheme.rows.table}.{path.table}"
+            label = f"{path.label}.ext" if path.ext else path.label
+            nested = rows[rows["table"] == table]
+            if label not in nested:
+                entries[path.column] = None
+                claims[path.column] = None
+                continue
+            values = nested[["instance_id", "parent_row_id"]].assign(v=as_text(nested[label]))
+            values = values[values["v"].notna()]
+            if mapping.agg == "join":
+                per_row = values.drop_duplicates(["parent_row_id", "v"]).groupby("parent_row_id")["v"].agg("; ".join)
+                per_claim = values.drop_duplicates(["instance_id", "v"]).groupby("instance_id")["v"].agg("; ".join)
+            else:
+                per_row = values.groupby("parent_row_id")["v"].first()
+                per_claim = values.groupby("instance_id")["v"].first()
+            entries[path.column] = entries["row_id"].map(per_row)
+            claims[path.column] = claims["instance_id"].map(per_claim)
+
+
+# ---------------------------------------------------------------------------------------------- checks
+
+def _amount_checks(scheme: Scheme, entries: pd.DataFrame, rows: pd.DataFrame) -> list[pd.DataFrame]:
+    rules = scheme.rejects
+    label = scheme.rows.amount
+    column = f"row.{label}"
+    raw = entries[column] if column in entries else pd.Series(None, index=entries.index, dtype=object)
+    text = as_text(raw)
+    cents, bad = parse_money_cents(text)
+    entries["cents"] = cents
+    where = _where(entries)
+    field = f"{scheme.rows.table}.{label}"
+    out: list[pd.DataFrame] = []
+    missing = text.isna()
+    for mask, code, message in (
+            (missing, "amount_missing", where + f": {label} is empty"),
+            (bad, "amount_unparseable", where + f": {label} " + _quote(text) + " is not an amount"),
+            (cents.le(0).fillna(False).astype(bool) & rules.amount_positive, "amount_not_positive",
+             where + f": {label} " + _quote(text) + " must be more than 0")):
+        if mask.any():
+            c = entries[mask]
+            out.append(_reject_frame(c["instance_id"], c["business_id"], field, code, message[mask]))
+
+    for nested in scheme.rows.nested:
+        if not (rules.nested_total_check and nested.amount):
+            continue
+        table = f"{scheme.rows.table}.{nested.table}"
+        sub = rows[rows["table"] == table]
+        if nested.amount not in sub or sub.empty:
+            continue
+        sub = sub[sub["parent_row_id"].isin(entries["row_id"])]
+        sub_text = as_text(sub[nested.amount])
+        sub_cents, sub_bad = parse_money_cents(sub_text)
+        parent = entries.set_index("row_id").loc[sub["parent_row_id"]]
+        if sub_bad.any():
+            p = parent[sub_bad.to_numpy()]
+            out.append(_reject_frame(
+                p["instance_id"], p["business_id"], f"{table}.{nested.amount}", "amount_unparseable",
+                (_where(p) + f" / {nested.table} row " + (sub["row_index"][sub_bad] + 1).astype(str).to_numpy()
+                 + f": {nested.amount} " + _quote(sub_text[sub_bad]).to_numpy() + " is not an amount")))
+        sums = pd.DataFrame({"row_id": sub["parent_row_id"], "cents": sub_cents, "bad": sub_bad})
+        totals = sums.groupby("row_id").agg(total=("cents", "sum"), counted=("cents", "count"), bad=("bad", "any"))
+        checked = entries.join(totals, on="row_id", how="inner")
+        mismatch = ((checked["counted"] > 0) & ~checked["bad"] & checked["cents"].notna()
+                    & (checked["total"] != checked["cents"])).fillna(False).astype(bool)
+        if mismatch.any():
+            c = checked[mismatch]
+            out.append(_reject_frame(
+                c["instance_id"], c["business_id"], f"{table}.{nested.amount}", "total_mismatch",
+                _where(c) + f": {nested.table} {nested.amount} adds up to "
+                + format_cents(c["total"]).astype(str) + f" but {label} is " + format_cents(c["cents"]).astype(str)))
+    return out
+
+
+def _claim_total_checks(scheme: Scheme, claims: pd.DataFrame, totals: pd.Series) -> list[pd.DataFrame]:
+    out: list[pd.DataFrame] = []
+    rules = scheme.rejects
+    where = _claim_label(claims["business_id"], claims["instance_id"])
+    total = claims["instance_id"].map(totals)
+    if rules.form_total:
+        text = _path_values(claims, SourcePath(namespace="form", label=rules.form_total))
+        cents, bad = parse_money_cents(text)
+        field = f"form.{rules.form_total}"
+        if bad.any():
+            c = claims[bad]
+            out.append(_reject_frame(c["instance_id"], c["business_id"], field, "amount_unparseable",
+                                     where[bad] + f": {rules.form_total} " + _quote(text[bad])
+                                     + " is not an amount"))
+        differs = (cents.notna() & total.notna() & (cents != total)).fillna(False).astype(bool)
+        if differs.any():
+            c = claims[differs]
+            out.append(_reject_frame(
+                c["instance_id"], c["business_id"], field, "total_mismatch",
+                where[differs] + f": {rules.form_total} is " + format_cents(cents[differs]).astype(str)
+                + f" but the {scheme.rows.table} rows add up to " + format_cents(total[differs]).astype(str)))
+    if rules.max_amount_per_claim is not None:
+        limit = int(rules.max_amount_per_claim * 100)
+        over = (total > limit).fillna(False).astype(bool)
+        if over.any():
+            c = claims[over]
+            out.append(_reject_frame(
+                c["instance_id"], c["business_id"], f"{scheme.rows.table}.{scheme.rows.amount}",
+                "amount_over_limit",
+                where[over] + ": total " + format_cents(total[over]).astype(str)
+                + f" is over the scheme limit of {rules.max_amount_per_claim} per claim"))
+    return out
+
+
+def _duplicate_checks(claims: pd.DataFrame, already_billed: Mapping[str, str]) -> list[pd.DataFrame]:
+    out: list[pd.DataFrame] = []
+    keyed = claims[claims["business_id"].notna()].sort_values("instance_id")
+    first = keyed.drop_duplicates("business_id").set_index("business_id")["instance_id"]
+    again = keyed["business_id"].duplicated(keep="first")
+    if again.any():
+        c = keyed[again]
+        out.append(_reject_frame(
+            c["instance_id"], c["business_id"], "business_id", "duplicate_business_id",
+            "claim " + c["business_id"] + ": business_id also belongs to instance "
+            + c["business_id"].map(first) + " in this batch; only that one becomes a bill"))
+    if already_billed:
+        earlier = keyed["business_id"].map(dict(already_billed))
+        clash = (earlier.notna() & (earlier != keyed["instance_id"])).astype(bool)
+        if clash.any():
+            c = keyed[clash]
+            out.append(_reject_frame(
+                c["instance_id"], c["business_id"], "business_id", "duplicate_business_id",
+                "claim " + c["business_id"] + ": a bill was already made for this business_id from instance "
+                + earlier[clash].astype(str)))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- main
+
+def _claims_frame(payloads: list[dict], instance_ids: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One row per claim: ``instance.<key>`` scalar fields and ``form.<label>`` (+ ``.ext``) columns.
+
+    Also returns the table components (instance_id, name, value) for ``_flatten_tables``.
+    """
+    lists = set(_INSTANCE_LISTS)
+    inst = pd.DataFrame([{k: v for k, v in p.items() if k not in lists and not isinstance(v, list | dict)}
+                         for p in payloads])
+    inst = inst.rename(columns=lambda c: f"instance.{c}")
+    inst.insert(0, "instance_id", instance_ids)
+    for key in ("status", "result", "business_id", "originator_userid"):
+        column = f"instance.{key}"
+        inst[column] = as_text(inst[column]) if column in inst else None
+    inst["business_id"] = inst["instance.business_id"]
+
+    components = pd.Series([p.get("form_component_values") or [] for p in payloads], index=instance_ids)
+    components = components.explode().dropna()
+    if components.empty:
+        return inst, pd.DataFrame(columns=["instance_id", "name", "value"])
+    comp = pd.DataFrame(components.tolist(), index=components.index)
+    for column in ("name", "value", "ext_value", "component_type", "id"):
+        if column not in comp:
+            comp[column] = None
+    comp["name"] = comp["name"].where(comp["name"].notna(), comp["id"])
+    comp = comp[comp["name"].notna()]
+    comp["instance_id"] = comp.index
+    comp = comp.reset_index(drop=True).drop_duplicates(["instance_id", "name"])
+    comp["is_table"] = comp["component_type"] == "TableField"
+
+    ext = comp["ext_value"]
+    looks_json = as_text(ext).astype("string").str.match(r"^[\[{]").fillna(False).astype(bool) & ~comp["is_table"]
+    parsed_ext = pd.Series(None, index=comp.index, dtype=object)
+    parsed_ext[looks_json] = [_loads_or_none(v) for v in ext[looks_json]]
+    ext_label = parsed_ext.str.get("label")
+    is_select = (comp["component_type"] == "DDSelectField") & ext_label.notna()
+    comp["value"] = comp["value"].astype(object).where(~is_select, ext_label)
+    comp["ext"] = parsed_ext
+
+    wide = comp.pivot(index="instance_id", columns="name", values="value").add_prefix("form.")
+    has_ext = comp[comp["ext"].notna()]
+    if not has_ext.empty:
+        ext_wide = has_ext.pivot(index="instance_id", columns="name", values="ext")
+        wide = wide.join(ext_wide.rename(columns=lambda c: f"form.{c}.ext"))
+    claims = inst.join(wide, on="instance_id")
+    return claims, comp.loc[comp["is_table"], ["instance_id", "name", "value"]]
+
+
+def _loads_or_none(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
+def _empty(columns: list[str]) -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
+
+
+def transform_claims(raw: pd.DataFrame, scheme: Scheme,
+                     already_billed: Mapping[str, str] | None = None) -> TransformResult:
+    """Map one chunk of raw claims (columns instance_id, payload) to bills, rejects and waiting."""
+    already_billed = already_billed or {}
+    raw = raw[["instance_id", "payload"]].copy()
+    raw["instance_id"] = raw["instance_id"].astype(str)
+    raw = raw.drop_duplicates("instance_id", keep="last").reset_index(drop=True)
+
+    rejects: list[pd.DataFrame] = []
+    coerced = [_coerce_payload(p) for p in raw["payload"].tolist()]
+    ids = raw["instance_id"].tolist()
+    good_ids, payloads, form_problems = [], [], {}
+    bad_ids, bad_reasons = [], []
+    for instance_id, (payload, problem) in zip(ids, coerced, strict=True):
+        if payload is None:
+            bad_ids.append(instance_id)
+            bad_reasons.append(f"instance {instance_id}: {problem}")
+            continue
+        good_ids.append(instance_id)
+        payloads.append(payload)
+        form_problems[instance_id] = problem or _form_problem(payload)
+    if bad_ids:
+        rejects.append(_reject_frame(bad_ids, None, "payload", "malformed_payload", bad_reasons))
+
+    if payloads:
+        claims, tables = _claims_frame(payloads, good_ids)
+    else:
+        claims, tables = _empty(["instance_id", "business_id"]), _empty(["instance_id", "name", "value"])
+    for key in ("status", "result"):
+        if f"instance.{key}" not in claims:
+            claims[f"instance.{key}"] = None
+
+    status, result = claims["instance.status"], claims["instance.result"]
+    waiting_mask = status.isin(scheme.source.pending_statuses).astype(bool)
+    approved = (status.isin(scheme.source.approved.status)
+                & result.isin(scheme.source.approved.result)).astype(bool)
+    label = _claim_label(claims["business_id"], claims["instance_id"])
+    no_status = status.isna() & ~waiting_mask
+    if no_status.any():
+        c = claims[no_status]
+        rejects.append(_reject_frame(c["instance_id"], c["business_id"], "status", "missing_field",
+                                     label[no_status] + ": the instance has no status"))
+    refused = ~waiting_mask & ~approved & ~no_status
+    if refused.any():
+        c = claims[refused]
+        rejects.append(_reject_frame(
+            c["instance_id"], c["business_id"], "status", "not_approved",
+            label[refused] + ": status " + c["instance.status"].astype(str) + " / result "
+            + c["instance.result"].fillna("(none)").astype(str)
+            + " is final but not approved; it must never be paid"))
+
+    form_problem = claims["instance_id"].map(form_problems)
+    broken_form = approved & form_problem.notna()
+    if broken_form.any():
+        c = claims[broken_form]
+        rejects.append(_reject_frame(c["instance_id"], c["business_id"], "form_component_values",
+                                     "malformed_payload", label[broken_form] + ": " + form_problem[broken_form]))
+    work = claims[approved & ~broken_form].copy()
+
+    # Tables of approved claims only: an unfinished claim is re-read later anyway.
+    tables = tables[tables["instance_id"].isin(work["instance_id"])]
+    rows, problems = _flatten_tables(pd.DataFrame({
+        "instance_id": tables["instance_id"], "table": tables["name"], "parent_row_id": None,
+        "parent_row_key": None, "value": tables["value"]}))
+    if not problems.empty:
+        bid = problems["instance_id"].map(work.set_index("instance_id")["business_id"])
+        rejects.append(_reject_frame(problems["instance_id"], bid, problems["table"], "malformed_payload",
+                                     _claim_label(bid, problems["instance_id"]) + ": " + problems["table"]
+                                     + " " + problems["problem"]))
+
+    entries = rows[(rows["table"] == scheme.rows.table) & rows["parent_row_id"].isna()]
+    meta = ["instance_id", "table", "row_index", "row_key", "row_id"]
+    entries = entries[meta].join(entries.drop(columns=ROW_META).add_prefix("row."))
+    entries = entries.merge(work, on="instance_id", how="left").reset_index(drop=True)
+    entries["row_no"] = entries["row_index"].astype("int64") + 1
+
+    without_rows = ~work["instance_id"].isin(entries["instance_id"])
+    if without_rows.any():
+        c = work[without_rows]
+        rejects.append(_reject_frame(c["instance_id"], c["business_id"], scheme.rows.table, "no_rows",
+                                     _claim_label(c["business_id"], c["instance_id"])
+                                     + f": {scheme.rows.table} has no rows; a bill needs at least one entry"))
+
+    rejects += _amount_checks(scheme, entries, rows)
+    totals = entries.groupby("instance_id")["cents"].sum(min_count=1)
+    rejects += _claim_total_checks(scheme, work, totals)
+    rejects += _duplicate_checks(work, already_billed)
+
+    all_mappings = [*scheme.mapping.header.values(), *scheme.mapping.entry.values(),
+                    *(m for m in (scheme.payee.name, scheme.payee.account) if m is not None)]
+    _nested_columns(scheme, rows, entries, work, all_mappings)
+    skip = {f"row.{scheme.rows.amount}"}
+    header = {t: _resolve(work, t, m, scheme, skip) for t, m in scheme.mapping.header.items()}
+    entry = {t: _resolve(entries, t, m, scheme, skip) for t, m in scheme.mapping.entry.items()}
+    for resolved in (*header.values(), *entry.values()):
+        rejects += resolved.rejects
+
+    reject_frame = pd.concat([f for f in rejects if not f.empty], ignore_index=True) if any(
+        not f.empty for f in rejects) else _empty(REJECT_COLUMNS)
+    reject_frame = reject_frame.astype(object).drop_duplicates(["instance_id", "reason_code", "reason"])
+    rejected = set(reject_frame["instance_id"])
+
+    bills = _build_bills(scheme, work, entries, header, entry, rejected)
+    waiting = claims.loc[waiting_mask, ["instance_id", "instance.status"]].rename(
+        columns={"instance.status": "status"}).reset_index(drop=True)
+
+    claims = claims.copy()
+    claims["outcome"] = "reject"
+    claims.loc[waiting_mask, "outcome"] = "waiting"
+    claims.loc[claims["instance_id"].isin(bills["instance_id"]), "outcome"] = "bill"
+    return TransformResult(bills=bills, rejects=reject_frame.reset_index(drop=True), waiting=waiting,
+                           claims=claims, rows=rows)
+
+
+def _records(frame: pd.DataFrame) -> list[dict]:
+    """Row dicts without the omitted (None) fields, in column order."""
+    columns = list(frame.columns)
+    return [{k: v for k, v in zip(columns, values, strict=True) if v is not None}
+            for values in frame.itertuples(index=False, name=None)]
+
+
+def _build_bills(scheme: Scheme, work: pd.DataFrame, entries: pd.DataFrame, header: dict[str, _Resolved],
+                 entry: dict[str, _Resolved], rejected: set) -> pd.DataFrame:
+    keep = ~work["instance_id"].isin(rejected)
+    if not keep.any():
+        return _empty(BILL_COLUMNS)
+    good = work[keep]
+    header_frame = pd.DataFrame({t: r.values[keep] for t, r in header.items()}, index=good.index)
+    entry_keep = entries["instance_id"].isin(good["instance_id"])
+    entry_frame = pd.DataFrame({t: r.values[entry_keep] for t, r in entry.items()},
+                               index=entries.index[entry_keep])
+    order = entries.loc[entry_keep, ["instance_id", "row_index"]].sort_values(["instance_id", "row_index"])
+    entry_frame = entry_frame.loc[order.index]
+    entry_lists: dict[str, list[dict]] = {}
+    for instance_id, record in zip(order["instance_id"], _records(entry_frame), strict=True):
+        entry_lists.setdefault(instance_id, []).append(record)
+
+    models = _records(header_frame)
+    for model, instance_id in zip(models, good["instance_id"], strict=True):
+        model[scheme.target.entry_key] = entry_lists[instance_id]
+
+    cents = entries.loc[entry_keep].groupby("instance_id")["cents"].sum()
+    payee_parts = []
+    for spec in (scheme.payee.name, scheme.payee.account):
+        if spec is None:
+            continue
+        # Payee text is for the ledger only: an unmapped name falls back to the raw value.
+        plain = FieldMapping(**{**spec.model_dump(), "map": None, "required": False})
+        raw = _resolve(good, "payee", plain, scheme, set()).plain
+        value = raw if spec.map is None else raw.map(scheme.maps[spec.map]).where(
+            lambda s: s.notna(), raw)
+        payee_parts.append(value.fillna("").astype(str))
+    payee = (pd.concat(payee_parts, axis=1).agg(" ".join, axis=1).str.strip() if payee_parts
+             else pd.Series("", index=good.index))
+    return pd.DataFrame({
+        "instance_id": good["instance_id"].to_numpy(),
+        "business_id": good["business_id"].to_numpy(),
+        "match_value": header[scheme.target.match_field].plain[keep].to_numpy(),
+        "amount": [cents_to_decimal(cents[i]) for i in good["instance_id"]],
+        "payee": payee.to_numpy(),
+        "model": models,
+    }).astype(object)

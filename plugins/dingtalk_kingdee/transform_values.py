@@ -1,0 +1,104 @@
+"""Vectorised value parsing for the transform: missing values, money and China-time dates.
+
+Everything here works on whole pandas Series; only the final Decimal step touches single values,
+because pandas has no decimal arithmetic.
+"""
+
+from __future__ import annotations
+
+from decimal import ROUND_HALF_UP, Decimal
+
+import pandas as pd
+
+CHINA_TZ = "Asia/Shanghai"
+# Literal spellings DingTalk uses for "no value" (an empty form field's value is the string "null").
+MISSING_SPELLINGS = ("", "null", "NULL", "None", "undefined")
+# More integer digits than this is not a reimbursement; it would also overflow int64 cents.
+MAX_INTEGER_DIGITS = 13
+
+_MONEY = r"[+-]?(?:\d+|\d{1,3}(?:,\d{3})+)(?:\.\d+)?"
+_NAIVE_DATE = (r"(?P<year>\d{4})-(?P<month>\d{1,2})-(?P<day>\d{1,2})"
+               r"(?:[ T](?P<hour>\d{1,2}):(?P<minute>\d{2})(?::(?P<second>\d{2})(?:\.\d+)?)?)?")
+_AWARE_DATE = r"\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})"
+
+
+def as_text(values: pd.Series) -> pd.Series:
+    """Values as stripped strings (object dtype), with every missing spelling as None."""
+    text = values.astype("string").str.strip()
+    text = text.mask(text.isin(MISSING_SPELLINGS))
+    return text.astype(object).where(text.notna(), None)
+
+
+def parse_money_cents(values: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """Money strings → integer cents (nullable Int64) and a mask of present-but-unparseable values.
+
+    Accepted: ``580``, ``1280.50``, ``1,280.50`` (proper thousands groups only), a leading ``¥``/``￥``/
+    ``RMB``/``CNY`` and a trailing ``元``. More than two decimals are rounded half-up to the cent.
+    Anything else (``1.280,50``, ``abc``, ``1,28``) is unparseable, never guessed.
+    """
+    text = as_text(values).astype("string")
+    cleaned = (text.str.replace(r"^(?:¥|￥|RMB|CNY)\s*", "", regex=True)
+               .str.replace(r"\s*元$", "", regex=True))
+    plain = cleaned.str.replace(",", "", regex=False)
+    integer_digits = plain.str.replace(r"^[+-]", "", regex=True).str.split(".").str[0].str.len()
+    ok = (cleaned.str.fullmatch(_MONEY) & (integer_digits <= MAX_INTEGER_DIGITS)).fillna(False).astype(bool)
+    cents = pd.Series(pd.NA, index=values.index, dtype="Int64")
+    if ok.any():
+        cent = Decimal(1)
+        cents[ok] = [int((Decimal(v) * 100).quantize(cent, rounding=ROUND_HALF_UP)) for v in plain[ok]]
+    bad = text.notna().astype(bool) & ~ok
+    return cents, bad
+
+
+def cents_to_decimal(cents: int) -> Decimal:
+    return Decimal(int(cents)).scaleb(-2)
+
+
+def format_cents(cents: pd.Series, places: int = 2) -> pd.Series:
+    """Integer cents → decimal strings such as ``"580.00"`` (None where missing)."""
+    out = pd.Series(None, index=cents.index, dtype=object)
+    present = cents.notna()
+    if not present.any():
+        return out
+    c = cents[present].astype("int64")
+    if places == 2:
+        sign = c.lt(0).map({True: "-", False: ""})
+        magnitude = c.abs()
+        out[present] = (sign + (magnitude // 100).astype(str) + "."
+                        + (magnitude % 100).astype(str).str.zfill(2)).astype(object)
+    else:
+        quantum = Decimal(1).scaleb(-places)
+        out[present] = [str(cents_to_decimal(v).quantize(quantum, rounding=ROUND_HALF_UP)) for v in c]
+    return out
+
+
+def parse_china_datetimes(values: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """Date / datetime strings → naive China wall-clock datetimes, and a mask of bad values.
+
+    DingTalk writes ``2024-03-06 09:01:02`` in China time without an offset (also ``2024-03-06``,
+    ``2024/3/6``); values with ``Z`` / an offset, and Unix seconds or milliseconds, are converted to
+    China time. Impossible dates (``2024-02-30``) are bad.
+    """
+    text = as_text(values).astype("string").str.replace("/", "-", regex=False)
+    out = pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns]")
+
+    parts = text.str.extract(f"^{_NAIVE_DATE}$")
+    naive = parts["year"].notna()
+    if naive.any():
+        fields = parts[naive].fillna({"hour": "0", "minute": "0", "second": "0"}).astype("int64")
+        out[naive] = pd.to_datetime(fields[["year", "month", "day", "hour", "minute", "second"]],
+                                    errors="coerce")
+
+    aware = text.str.fullmatch(_AWARE_DATE).fillna(False).astype(bool)
+    if aware.any():
+        stamps = pd.to_datetime(text[aware], utc=True, format="ISO8601", errors="coerce")
+        out[aware] = stamps.dt.tz_convert(CHINA_TZ).dt.tz_localize(None)
+
+    for pattern, unit in ((r"\d{13}", "ms"), (r"\d{10}", "s")):
+        epoch = text.str.fullmatch(pattern).fillna(False).astype(bool)
+        if epoch.any():
+            stamps = pd.to_datetime(text[epoch].astype("int64"), unit=unit, utc=True)
+            out[epoch] = stamps.dt.tz_convert(CHINA_TZ).dt.tz_localize(None)
+
+    bad = text.notna().astype(bool) & out.isna()
+    return out, bad
