@@ -363,6 +363,10 @@ class TokenCache:
             self._tokens[key] = _CachedToken(value, self._clock() + token_refresh_after(expires_in))
             return value
 
+    def clear(self) -> None:
+        with self._guard:
+            self._tokens.clear()
+
     def invalidate(self, key: tuple[str, str], value: str) -> None:
         """Drop ``value`` unless another caller already replaced it with a fresh token."""
         with self._lock_for(key):
@@ -372,6 +376,14 @@ class TokenCache:
 
 
 _token_cache = TokenCache()
+
+
+def reset_shared_state() -> None:
+    """Forget every cached token and rate limiter of this process (after rotating an app secret,
+    or between tests whose services reuse a port)."""
+    _token_cache.clear()
+    with _limiters_lock:
+        _limiters.clear()
 
 
 # --------------------------------------------------------------------------------------------
@@ -621,12 +633,14 @@ class DingTalkHook(HttpHook):
         transient = throttled = busy = 0
         token_renewed = False
         while True:
+            # Wait for the slot first, then read the token: a token read before a long wait in
+            # the queue may expire before it is sent.
+            limiter.acquire()
             if with_token:
                 token = self._token()
                 params = {"access_token": token}
             else:
                 params = {"appkey": app.app_key, "appsecret": app.app_secret}
-            limiter.acquire()
             answer = self._send(session, method, api, params, body)
             verdict = answer.verdict
             if verdict is Verdict.OK:
