@@ -13,8 +13,10 @@ and maps to the same bill, which the load step recognises by its match field).
 
 from __future__ import annotations
 
+import gc
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +41,13 @@ REASON_CODES = frozenset({
     "total_mismatch", "unmapped_employee", "unmapped_department", "unmapped_expense_item", "unmapped_value",
     "missing_field", "bad_date", "duplicate_business_id", "not_approved", "malformed_payload",
 })
+
+try:  # msgspec (installed with Airflow) decodes the table JSON about twice as fast as json
+    from msgspec import json as _msgspec_json
+
+    _decode_json = _msgspec_json.decode
+except ImportError:  # pragma: no cover - plain json gives the same results
+    _decode_json = json.loads
 
 # Lists on the instance that are not claim fields; kept out of the claims frame.
 _INSTANCE_LISTS = ("form_component_values", "operation_records", "tasks", "cc_userids",
@@ -115,9 +124,9 @@ def _parse_json_list(value: Any) -> tuple[Any, str | None]:
     if text in ("", "null", "[]"):
         return [], None
     try:
-        parsed = json.loads(text)
+        parsed = _decode_json(text)
     except ValueError as exc:
-        return None, f"is not valid JSON ({exc.msg} at position {exc.pos})"
+        return None, f"is not valid JSON ({exc})"
     if parsed is None:
         return [], None
     if not isinstance(parsed, list):
@@ -125,12 +134,54 @@ def _parse_json_list(value: Any) -> tuple[Any, str | None]:
     return parsed, None
 
 
+def _row_cells(cells: list) -> tuple[dict[str, Any], list[tuple[str, Any]] | None, bool]:
+    """One table row's cells → {label: value, "<label>.ext": extendValue}, nested table cells, broken.
+
+    Cells are pivoted here rather than with explode + DataFrame + pivot: measured on 5,000 claims
+    × 5 rows (with nested rows) this single pass took 0.25 s against 0.9 s for the pandas route.
+    A select cell's value is its extendValue label when present; the first cell of a label wins.
+    """
+    values: dict[str, Any] = {}
+    nested: list[tuple[str, Any]] | None = None
+    broken = False
+    for cell in cells:
+        if cell.__class__ is not dict:
+            broken = True
+            continue
+        label = cell.get("label") or cell.get("key")
+        if label is None or label in values:
+            continue
+        kind = cell.get("componentType")
+        if kind == "TableField":
+            if nested is None:
+                nested = []
+            nested.append((str(label), cell.get("value")))
+            continue
+        value = cell.get("value")
+        ext = cell.get("extendValue")
+        if ext is not None:
+            values[f"{label}.ext"] = ext
+            if kind == "DDSelectField" and ext.__class__ is dict and ext.get("label") is not None:
+                value = ext["label"]
+        values[label] = value
+    return values, nested, broken
+
+
+def _item_kind(item: Any) -> str:
+    if item.__class__ is dict:
+        if isinstance(item.get("rowValue"), list):
+            return "row"
+        if "componentName" in item or "props" in item:
+            return "schema"   # the empty-table quirk: the table's schema instead of rows = zero rows
+    return "odd"
+
+
 def _flatten_tables(tables: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Table cells → one frame of rows at every depth, plus (instance_id, table, problem) rows.
 
     ``tables`` columns: instance_id, table, parent_row_id, parent_row_key, value (the JSON text).
-    Each level is processed as a whole: parse, explode rows, explode cells, pivot cells to columns;
-    table cells found inside rows become the next level.
+    Each level is processed as a whole: parse, explode to rows, pivot cells to columns; table cells
+    found inside rows become the next level.
     """
     levels: list[pd.DataFrame] = []
     problems: list[pd.DataFrame] = []
@@ -149,61 +200,37 @@ def _flatten_tables(tables: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
         items = items[items["items"].notna()]
         if items.empty:
             break
-        items["item_no"] = items.groupby(level=0).cumcount() + 1
-        row_value = items["items"].str.get("rowValue")
-        is_row = row_value.map(lambda v: isinstance(v, list)).astype(bool)
-        is_schema = (items["items"].str.get("componentName").notna()
-                     | items["items"].str.get("props").notna()).astype(bool)
-        odd = ~is_row & ~is_schema   # the empty-table quirk (schema instead of rows) is zero rows, not data
+        kind = pd.Series([_item_kind(i) for i in items["items"].tolist()], index=items.index)
+        odd = kind == "odd"
         if odd.any():
+            item_no = items.groupby(level=0).cumcount() + 1
             problems.append(pd.DataFrame({
                 "instance_id": items.loc[odd, "instance_id"], "table": items.loc[odd, "table"],
-                "problem": "item " + items.loc[odd, "item_no"].astype(str) + " is not a row (no rowValue list)"}))
-        rows = items[is_row].copy()
-        rows["cells"] = row_value[is_row]
+                "problem": "item " + item_no[odd].astype(str) + " is not a row (no rowValue list)"}))
+        rows = items[kind == "row"].copy()
         rows["row_index"] = rows.groupby(level=0).cumcount()
         rows["row_key"] = as_text(rows["items"].str.get("rowNumber"))
         prefix = rows["parent_row_id"].where(rows["parent_row_id"].notna(), rows["instance_id"].astype(str))
         rows["row_id"] = prefix.astype(str) + "/" + rows["table"] + "#" + rows["row_index"].astype(str)
-        rows = rows.drop(columns=["items", "item_no"]).reset_index(drop=True)
+        cells = [_row_cells(item["rowValue"]) for item in rows["items"].tolist()]
+        rows = rows.drop(columns="items").reset_index(drop=True)
 
-        cells = rows[["row_id", "cells"]].explode("cells")
-        cells = cells[cells["cells"].notna()]
-        is_cell = cells["cells"].map(lambda c: isinstance(c, dict)).astype(bool)
-        if (~is_cell).any():
-            broken = rows.loc[cells.index[~is_cell].unique()]
-            problems.append(pd.DataFrame({"instance_id": broken["instance_id"], "table": broken["table"],
-                                          "problem": "row " + (broken["row_index"] + 1).astype(str)
+        broken = pd.Series([c[2] for c in cells], index=rows.index, dtype=bool)
+        if broken.any():
+            b = rows[broken]
+            problems.append(pd.DataFrame({"instance_id": b["instance_id"], "table": b["table"],
+                                          "problem": "row " + (b["row_index"] + 1).astype(str)
                                           + " has a cell that is not an object"}))
-        cells = cells[is_cell]
-        cell_frame = pd.DataFrame(cells["cells"].tolist(), index=cells.index)
-        for column in ("label", "key", "value", "componentType", "extendValue"):
-            if column not in cell_frame:
-                cell_frame[column] = None
-        cell_frame["label"] = cell_frame["label"].where(cell_frame["label"].notna(), cell_frame["key"])
-        cell_frame = cell_frame[cell_frame["label"].notna()]
-        cell_frame["row_pos"] = cell_frame.index
-        ext_label = cell_frame["extendValue"].str.get("label")
-        is_select = cell_frame["componentType"].isin(["DDSelectField"]) & ext_label.notna()
-        cell_frame["value"] = cell_frame["value"].astype(object).where(~is_select, ext_label)
-        is_table = (cell_frame["componentType"] == "TableField").astype(bool)
-
-        nested = cell_frame[is_table]
-        parent = rows.loc[nested["row_pos"]]
+        nested = pd.DataFrame([(pos, label, value) for pos, c in enumerate(cells) if c[1]
+                               for label, value in c[1]], columns=["pos", "label", "value"])
+        parent = rows.iloc[nested["pos"].to_numpy()]
         tables = pd.DataFrame({"instance_id": parent["instance_id"].to_numpy(),
-                               "table": (parent["table"] + "." + nested["label"].astype(str)).to_numpy(),
+                               "table": (parent["table"] + "." + nested["label"].to_numpy()).to_numpy(),
                                "parent_row_id": parent["row_id"].to_numpy(),
                                "parent_row_key": parent["row_key"].to_numpy(),
                                "value": nested["value"].to_numpy()})
-
-        plain = cell_frame[~is_table].drop_duplicates(["row_pos", "label"])
-        wide = plain.pivot(index="row_pos", columns="label", values="value")
-        with_ext = plain[plain["extendValue"].notna()]
-        if not with_ext.empty:
-            ext_wide = with_ext.pivot(index="row_pos", columns="label", values="extendValue")
-            wide = wide.join(ext_wide.rename(columns=lambda c: f"{c}.ext"))
-        level = rows.drop(columns="cells").join(wide)
-        levels.append(level)
+        wide = pd.DataFrame([c[0] for c in cells], index=rows.index)
+        levels.append(rows.join(wide.drop(columns=[c for c in wide.columns if c in rows.columns])))
 
     rows_frame = pd.concat(levels, ignore_index=True) if levels else pd.DataFrame(columns=ROW_META)
     for column in ROW_META:
@@ -257,7 +284,9 @@ def _dates(ctx: pd.DataFrame, values: pd.Series, fmt: str, target: str, what: st
 
 
 def _resolve(ctx: pd.DataFrame, target: str, mapping: FieldMapping, scheme: Scheme,
-             skip_amount_checks: set[str]) -> _Resolved:
+             checked_cents: Mapping[str, pd.Series]) -> _Resolved:
+    """One target field for every row of ``ctx``; ``checked_cents``: amounts already parsed and
+    checked (the entry amount), by source column, so they are neither parsed nor rejected twice."""
     rejects: list[pd.DataFrame] = []
     index = ctx.index
     failed = pd.Series(False, index=index)   # rows already rejected for this field
@@ -270,9 +299,12 @@ def _resolve(ctx: pd.DataFrame, target: str, mapping: FieldMapping, scheme: Sche
         if mapping.type == "date":
             values = _dates(ctx, values, mapping.strftime, target, path.label, rejects, failed)
         elif mapping.type == "amount":
-            cents, bad = parse_money_cents(values)
+            if str(path) in checked_cents:
+                cents, bad = checked_cents[str(path)], pd.Series(False, index=index)
+            else:
+                cents, bad = parse_money_cents(values)
             failed |= bad
-            if bad.any() and str(path) not in skip_amount_checks:
+            if bad.any():
                 c = ctx[bad]
                 rejects.append(_reject_frame(c["instance_id"], c["business_id"], target, "amount_unparseable",
                                              _where(c) + f": {path.label} " + _quote(values[bad])
@@ -512,7 +544,7 @@ def _claims_frame(payloads: list[dict], instance_ids: list[str]) -> tuple[pd.Dat
 
 def _loads_or_none(text: str) -> Any:
     try:
-        return json.loads(text)
+        return _decode_json(text)
     except ValueError:
         return None
 
@@ -521,10 +553,27 @@ def _empty(columns: list[str]) -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
 
 
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic GC: parsing builds millions of small acyclic objects, and each generation-2
+    pass over the chunk's payloads nearly doubled the transform's time."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def transform_claims(raw: pd.DataFrame, scheme: Scheme,
                      already_billed: Mapping[str, str] | None = None) -> TransformResult:
     """Map one chunk of raw claims (columns instance_id, payload) to bills, rejects and waiting."""
-    already_billed = already_billed or {}
+    with _gc_paused():
+        return _transform(raw, scheme, already_billed or {})
+
+
+def _transform(raw: pd.DataFrame, scheme: Scheme, already_billed: Mapping[str, str]) -> TransformResult:
     raw = raw[["instance_id", "payload"]].copy()
     raw["instance_id"] = raw["instance_id"].astype(str)
     raw = raw.drop_duplicates("instance_id", keep="last").reset_index(drop=True)
@@ -612,9 +661,9 @@ def transform_claims(raw: pd.DataFrame, scheme: Scheme,
     all_mappings = [*scheme.mapping.header.values(), *scheme.mapping.entry.values(),
                     *(m for m in (scheme.payee.name, scheme.payee.account) if m is not None)]
     _nested_columns(scheme, rows, entries, work, all_mappings)
-    skip = {f"row.{scheme.rows.amount}"}
-    header = {t: _resolve(work, t, m, scheme, skip) for t, m in scheme.mapping.header.items()}
-    entry = {t: _resolve(entries, t, m, scheme, skip) for t, m in scheme.mapping.entry.items()}
+    checked = {f"row.{scheme.rows.amount}": entries["cents"]}
+    header = {t: _resolve(work, t, m, scheme, {}) for t, m in scheme.mapping.header.items()}
+    entry = {t: _resolve(entries, t, m, scheme, checked) for t, m in scheme.mapping.entry.items()}
     for resolved in (*header.values(), *entry.values()):
         rejects += resolved.rejects
 
@@ -669,7 +718,7 @@ def _build_bills(scheme: Scheme, work: pd.DataFrame, entries: pd.DataFrame, head
             continue
         # Payee text is for the ledger only: an unmapped name falls back to the raw value.
         plain = FieldMapping(**{**spec.model_dump(), "map": None, "required": False})
-        raw = _resolve(good, "payee", plain, scheme, set()).plain
+        raw = _resolve(good, "payee", plain, scheme, {}).plain
         value = raw if spec.map is None else raw.map(scheme.maps[spec.map]).where(
             lambda s: s.notna(), raw)
         payee_parts.append(value.fillna("").astype(str))

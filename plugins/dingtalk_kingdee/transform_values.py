@@ -16,7 +16,8 @@ MISSING_SPELLINGS = ("", "null", "NULL", "None", "undefined")
 # More integer digits than this is not a reimbursement; it would also overflow int64 cents.
 MAX_INTEGER_DIGITS = 13
 
-_MONEY = r"[+-]?(?:\d+|\d{1,3}(?:,\d{3})+)(?:\.\d+)?"
+_MONEY = (r"^(?:¥|￥|RMB|CNY)?\s*(?P<sign>[+-]?)(?P<whole>\d{1,3}(?:,\d{3})+|\d+)"
+          r"(?:\.(?P<frac>\d+))?\s*(?:元)?$")
 _NAIVE_DATE = (r"(?P<year>\d{4})-(?P<month>\d{1,2})-(?P<day>\d{1,2})"
                r"(?:[ T](?P<hour>\d{1,2}):(?P<minute>\d{2})(?::(?P<second>\d{2})(?:\.\d+)?)?)?")
 _AWARE_DATE = r"\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})"
@@ -37,15 +38,26 @@ def parse_money_cents(values: pd.Series) -> tuple[pd.Series, pd.Series]:
     Anything else (``1.280,50``, ``abc``, ``1,28``) is unparseable, never guessed.
     """
     text = as_text(values).astype("string")
-    cleaned = (text.str.replace(r"^(?:¥|￥|RMB|CNY)\s*", "", regex=True)
-               .str.replace(r"\s*元$", "", regex=True))
-    plain = cleaned.str.replace(",", "", regex=False)
-    integer_digits = plain.str.replace(r"^[+-]", "", regex=True).str.split(".").str[0].str.len()
-    ok = (cleaned.str.fullmatch(_MONEY) & (integer_digits <= MAX_INTEGER_DIGITS)).fillna(False).astype(bool)
+    parts = text.str.extract(_MONEY)
+    ok = parts["whole"].notna()
+    parts = parts[ok]
+    whole = parts["whole"].str.replace(",", "", regex=False)
+    sane = whole.str.len() <= MAX_INTEGER_DIGITS
+    ok[sane.index[~sane]] = False
+    parts, whole = parts[sane], whole[sane]
+    frac = parts["frac"].fillna("")
     cents = pd.Series(pd.NA, index=values.index, dtype="Int64")
-    if ok.any():
+    # Exact integer arithmetic on the digits for the usual ≤ 2 decimals; Decimal rounding otherwise.
+    short = frac.str.len() <= 2
+    if short.any():
+        magnitude = whole[short].astype("int64") * 100 + frac[short].str.ljust(2, "0").astype("int64")
+        cents[magnitude.index] = magnitude.where(parts.loc[short, "sign"] != "-", -magnitude).to_numpy()
+    if (~short).any():
         cent = Decimal(1)
-        cents[ok] = [int((Decimal(v) * 100).quantize(cent, rounding=ROUND_HALF_UP)) for v in plain[ok]]
+        long_ = ~short
+        cents[whole.index[long_]] = [
+            int((Decimal(f"{sign}{w}.{f}") * 100).quantize(cent, rounding=ROUND_HALF_UP))
+            for sign, w, f in zip(parts.loc[long_, "sign"], whole[long_], frac[long_], strict=True)]
     bad = text.notna().astype(bool) & ~ok
     return cents, bad
 
