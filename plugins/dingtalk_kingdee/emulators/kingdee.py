@@ -299,6 +299,8 @@ class BillStore:
             CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
             """
         )
+        # Parsed bills per form for queries; dropped on every write so it never goes stale.
+        self._all_cache: dict[str, list[StoredBill]] = {}
 
     def close(self) -> None:
         with self.lock:
@@ -312,6 +314,7 @@ class BillStore:
 
     def rollback(self) -> None:
         self._conn.execute("ROLLBACK")
+        self._all_cache.clear()
 
     def next_value(self, name: str, start: int) -> int:
         row = self._conn.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()
@@ -326,6 +329,7 @@ class BillStore:
         return row is not None and row[0] != except_fid
 
     def insert(self, bill: StoredBill) -> None:
+        self._all_cache.clear()
         try:
             self._conn.execute(
                 "INSERT INTO bills (fid, form_id, bill_no, status, created, header, entries) "
@@ -336,11 +340,13 @@ class BillStore:
             raise DuplicateNumber(bill.bill_no) from exc
 
     def update(self, bill: StoredBill) -> None:
+        self._all_cache.clear()
         self._conn.execute(
             "UPDATE bills SET bill_no = ?, status = ?, header = ?, entries = ? WHERE fid = ?",
             (bill.bill_no, bill.status, dumps(bill.header), dumps(bill.entries), bill.fid))
 
     def delete(self, fid: int) -> None:
+        self._all_cache.clear()
         self._conn.execute("DELETE FROM bills WHERE fid = ?", (fid,))
 
     def _rows(self, where: str, params: tuple[Any, ...]) -> list[StoredBill]:
@@ -351,7 +357,11 @@ class BillStore:
         return [StoredBill(r[0], r[1], r[2], r[3], r[4], loads(r[5]), loads(r[6])) for r in rows]
 
     def all(self, form_id: str) -> list[StoredBill]:
-        return self._rows("form_id = ?", (form_id,))
+        """Every bill of the form, oldest first; callers must not modify the returned objects."""
+        with self.lock:
+            if form_id not in self._all_cache:
+                self._all_cache[form_id] = self._rows("form_id = ?", (form_id,))
+            return list(self._all_cache[form_id])
 
     def by_number(self, form_id: str, bill_no: str) -> StoredBill | None:
         found = self._rows("form_id = ? AND bill_no = ?", (form_id, bill_no))
@@ -369,6 +379,7 @@ class BillStore:
         with self.lock:
             self._conn.execute("DELETE FROM bills")
             self._conn.execute("DELETE FROM counters")
+            self._all_cache.clear()
 
 
 # ------------------------------------------------------------------------------------------ faults
@@ -1240,8 +1251,13 @@ class KingdeeEmulator:
         if check_only or bill is None:
             return None
         if known_header and base in header_specials:
-            return {"FID": bill.fid, "FBILLNO": bill.bill_no, "FDOCUMENTSTATUS": bill.status,
-                    "FCREATEDATE": kingdee_filter.parse_datetime(bill.created)}[base]
+            if base == "FID":
+                return bill.fid
+            if base == "FBILLNO":
+                return bill.bill_no
+            if base == "FDOCUMENTSTATUS":
+                return bill.status
+            return kingdee_filter.parse_datetime(bill.created)
         if known_header:
             field_spec, values = spec.header[base], bill.header
         else:
