@@ -299,11 +299,13 @@ def _resolve(ctx: pd.DataFrame, target: str, mapping: FieldMapping, scheme: Sche
         if mapping.type == "date":
             values = _dates(ctx, values, mapping.strftime, target, path.label, rejects, failed)
         elif mapping.type == "amount":
-            if str(path) in checked_cents:
-                cents, bad = checked_cents[str(path)], pd.Series(False, index=index)
+            if str(path) in checked_cents:   # already rejected where missing or bad
+                cents = checked_cents[str(path)]
+                failed |= cents.isna().astype(bool)
+                bad = pd.Series(False, index=index)
             else:
                 cents, bad = parse_money_cents(values)
-            failed |= bad
+                failed |= bad
             if bad.any():
                 c = ctx[bad]
                 rejects.append(_reject_frame(c["instance_id"], c["business_id"], target, "amount_unparseable",
@@ -495,7 +497,8 @@ def _duplicate_checks(claims: pd.DataFrame, already_billed: Mapping[str, str]) -
 
 # ---------------------------------------------------------------------------------------------- main
 
-def _claims_frame(payloads: list[dict], instance_ids: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _claims_frame(payloads: list[dict], instance_ids: list[str],
+                  broken_forms: set[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """One row per claim: ``instance.<key>`` scalar fields and ``form.<label>`` (+ ``.ext``) columns.
 
     Also returns the table components (instance_id, name, value) for ``_flatten_tables``.
@@ -510,7 +513,8 @@ def _claims_frame(payloads: list[dict], instance_ids: list[str]) -> tuple[pd.Dat
         inst[column] = as_text(inst[column]) if column in inst else None
     inst["business_id"] = inst["instance.business_id"]
 
-    components = pd.Series([p.get("form_component_values") or [] for p in payloads], index=instance_ids)
+    components = pd.Series([[] if i in broken_forms else p.get("form_component_values") or []
+                            for i, p in zip(instance_ids, payloads, strict=True)], index=instance_ids)
     components = components.explode().dropna()
     if components.empty:
         return inst, pd.DataFrame(columns=["instance_id", "name", "value"])
@@ -595,7 +599,8 @@ def _transform(raw: pd.DataFrame, scheme: Scheme, already_billed: Mapping[str, s
         rejects.append(_reject_frame(bad_ids, None, "payload", "malformed_payload", bad_reasons))
 
     if payloads:
-        claims, tables = _claims_frame(payloads, good_ids)
+        broken = {i for i, problem in form_problems.items() if problem}
+        claims, tables = _claims_frame(payloads, good_ids, broken)
     else:
         claims, tables = _empty(["instance_id", "business_id"]), _empty(["instance_id", "name", "value"])
     for key in ("status", "result"):
@@ -640,10 +645,12 @@ def _transform(raw: pd.DataFrame, scheme: Scheme, already_billed: Mapping[str, s
                                      _claim_label(bid, problems["instance_id"]) + ": " + problems["table"]
                                      + " " + problems["problem"]))
 
+    # A claim with an unreadable table is rejected as malformed; checking the rest would only add noise.
+    work = work[~work["instance_id"].isin(problems["instance_id"])]
     entries = rows[(rows["table"] == scheme.rows.table) & rows["parent_row_id"].isna()]
     meta = ["instance_id", "table", "row_index", "row_key", "row_id"]
     entries = entries[meta].join(entries.drop(columns=ROW_META).add_prefix("row."))
-    entries = entries.merge(work, on="instance_id", how="left").reset_index(drop=True)
+    entries = entries.merge(work, on="instance_id", how="inner").reset_index(drop=True)
     entries["row_no"] = entries["row_index"].astype("int64") + 1
 
     without_rows = ~work["instance_id"].isin(entries["instance_id"])
