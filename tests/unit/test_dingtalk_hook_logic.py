@@ -386,3 +386,53 @@ def test_start_older_than_365_days_is_refused() -> None:
     now = datetime.now(UTC)
     with pytest.raises(ValueError, match="365 days"):
         hook.list_instance_ids("PROC-X", now - timedelta(days=366), now)
+
+
+# ---- listing logic over a scripted transport ------------------------------------------------
+
+
+class ScriptedListing(DingTalkHook):
+    """A hook whose listids answers come from a function of the request body, not from HTTP."""
+
+    def __init__(self, answer) -> None:
+        super().__init__("unused")
+        self.answer = answer
+        self.bodies: list[dict] = []
+
+    def _call(self, api, method, body, **kwargs):
+        self.bodies.append(body)
+        return self.answer(body)
+
+
+def test_repeated_cursor_ends_the_slice() -> None:
+    def answer(body: dict) -> dict:
+        cursor = body["cursor"]
+        page = [f"id-{cursor}-{n}" for n in range(20)]
+        return {"errcode": 0, "result": {"list": page, "next_cursor": 20 if cursor == 0 else 0}}
+
+    hook = ScriptedListing(answer)
+    ids = list(hook._list_ids("PROC-X", 0, 1000))
+    assert len(ids) == 40
+    assert [b["cursor"] for b in hook.bodies] == [0, 20]
+
+
+def test_capped_slice_is_halved_until_no_id_is_lost() -> None:
+    # 25,000 instances, one per millisecond 0..24,999; every query is capped at LIST_ID_CAP.
+    def answer(body: dict) -> dict:
+        selected = [f"i{t}" for t in range(body["start_time"], min(body["end_time"], 25_000))]
+        selected = selected[:dt.LIST_ID_CAP]
+        page = selected[body["cursor"]:body["cursor"] + body["size"]]
+        result = {"list": page}
+        if body["cursor"] + body["size"] < len(selected):
+            result["next_cursor"] = body["cursor"] + body["size"]
+        return {"errcode": 0, "result": result}
+
+    hook = ScriptedListing(answer)
+    ids = list(hook._list_ids("PROC-X", 0, 25_000))
+    assert len(ids) == len(set(ids)) == 25_000
+    assert all(b["size"] == 20 for b in hook.bodies)
+
+
+def test_listing_an_empty_window_makes_no_call() -> None:
+    hook = ScriptedListing(lambda body: pytest.fail("no call expected"))
+    assert list(hook._list_ids("PROC-X", 500, 500)) == []
