@@ -431,3 +431,12 @@ def test_logs_of_a_full_run_hold_neither_token_nor_secret(
     assert "access_token=***" in text  # urllib3 logged the request lines, masked
     for secret in (first_token, second_token, dingtalk_emulator.app_secret):
         assert secret not in text
+
+
+def test_connection_test_button(dingtalk_emulator, dingtalk_conn_id, monkeypatch) -> None:
+    assert DingTalkHook(dingtalk_conn_id).test_connection() == (
+        True, "DingTalk issued an access token for this app")
+    bad_id = set_connection(monkeypatch, "dingtalk_bad_test", dingtalk_emulator, secret="wrong-secret-1")
+    ok, message = DingTalkHook(bad_id).test_connection()
+    assert not ok
+    assert "40096" in message and "wrong-secret-1" not in message
