@@ -498,6 +498,8 @@ def test_admin_endpoints_drive_a_running_emulator(dingtalk_emulator, client):
     added = requests.post(f"{admin}/instances", json=[instance("adm", created)], timeout=10).json()
     assert added == {"ok": True, "added": 1, "instances": 1}
     assert requests.post(f"{admin}/instances", json={"instances": [{"x": 1}]}, timeout=10).status_code == 400
+    for path in ("instances", "outcome", "faults", "config"):
+        assert requests.post(f"{admin}/{path}", data="not json", timeout=10).status_code == 400
     outcome = requests.post(f"{admin}/outcome", json={"instance_id": "adm", "status": "COMPLETED",
                                                       "result": "refuse"}, timeout=10).json()
     assert outcome["instance"]["result"] == "refuse"

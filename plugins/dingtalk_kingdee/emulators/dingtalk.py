@@ -760,6 +760,12 @@ class DingTalkEmulator:
         def bad(message: str) -> JSONResponse:
             return JSONResponse({"ok": False, "error": message}, status_code=400)
 
+        async def read_json(request: Request) -> Any:
+            try:
+                return await request.json()
+            except ValueError:
+                return None
+
         @app.get("/_emulator/health")
         async def health() -> dict:
             return {"ok": True, "emulator": "dingtalk"}
@@ -770,7 +776,7 @@ class DingTalkEmulator:
 
         @app.post("/_emulator/instances")
         async def add_instances(request: Request) -> Response:
-            payload = await request.json()
+            payload = await read_json(request)
             items = payload.get("instances") if isinstance(payload, dict) else payload
             if not isinstance(items, list):
                 return bad("expected a JSON list of instances or {\"instances\": [...]}")
@@ -789,7 +795,9 @@ class DingTalkEmulator:
 
         @app.post("/_emulator/outcome")
         async def outcome(request: Request) -> Response:
-            payload = await request.json()
+            payload = await read_json(request)
+            if not isinstance(payload, dict):
+                return bad("expected a JSON object")
             try:
                 updated = self.set_outcome(payload["instance_id"], payload["status"],
                                            payload.get("result", ""), payload.get("finish_time"))
@@ -801,7 +809,9 @@ class DingTalkEmulator:
 
         @app.post("/_emulator/faults")
         async def inject(request: Request) -> Response:
-            payload = await request.json()
+            payload = await read_json(request)
+            if not isinstance(payload, dict):
+                return bad("expected a JSON object")
             try:
                 entry = self.inject(payload["fault"], api=payload.get("api"),
                                     times=payload.get("times", 1), rate=payload.get("rate"))
@@ -832,7 +842,9 @@ class DingTalkEmulator:
 
         @app.post("/_emulator/config")
         async def config(request: Request) -> Response:
-            payload = await request.json()
+            payload = await read_json(request)
+            if not isinstance(payload, dict):
+                return bad("expected a JSON object")
             allowed = {"qps", "latency_ms", "token_ttl", "wrap_errors", "qps_penalty_s", "hang_seconds"}
             unknown = set(payload) - allowed
             if unknown:
