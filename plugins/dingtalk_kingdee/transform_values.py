@@ -81,7 +81,7 @@ def format_cents(cents: pd.Series, places: int = 2) -> pd.Series:
     else:
         quantum = Decimal(1).scaleb(-places)
         out[present] = [str(cents_to_decimal(v).quantize(quantum, rounding=ROUND_HALF_UP)) for v in c]
-    return out
+    return out.where(present, None)
 
 
 def parse_china_datetimes(values: pd.Series) -> tuple[pd.Series, pd.Series]:
@@ -98,8 +98,11 @@ def parse_china_datetimes(values: pd.Series) -> tuple[pd.Series, pd.Series]:
     naive = parts["year"].notna()
     if naive.any():
         fields = parts[naive].fillna({"hour": "0", "minute": "0", "second": "0"}).astype("int64")
-        out[naive] = pd.to_datetime(fields[["year", "month", "day", "hour", "minute", "second"]],
-                                    errors="coerce")
+        # to_datetime would roll 25:00 over into the next day; an impossible time is a bad date.
+        clock_ok = (fields["hour"] <= 23) & (fields["minute"] <= 59) & (fields["second"] <= 59)
+        fields = fields[clock_ok]
+        out[fields.index] = pd.to_datetime(fields[["year", "month", "day", "hour", "minute", "second"]],
+                                           errors="coerce")
 
     aware = text.str.fullmatch(_AWARE_DATE).fillna(False).astype(bool)
     if aware.any():
