@@ -18,7 +18,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -408,7 +408,7 @@ class RetryPolicy:
 class _AppSettings:
     base_url: str
     app_key: str
-    app_secret: str
+    app_secret: str = field(repr=False)
     agent_id: str | None
     qps: float
     connect_timeout: float
