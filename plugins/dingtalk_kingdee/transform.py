@@ -394,18 +394,16 @@ def _amount_checks(scheme: Scheme, entries: pd.DataFrame, rows: pd.DataFrame) ->
     text = as_text(raw)
     cents, bad = parse_money_cents(text)
     entries["cents"] = cents
-    where = _where(entries)
     field = f"{scheme.rows.table}.{label}"
     out: list[pd.DataFrame] = []
-    missing = text.isna()
-    for mask, code, message in (
-            (missing, "amount_missing", where + f": {label} is empty"),
-            (bad, "amount_unparseable", where + f": {label} " + _quote(text) + " is not an amount"),
-            (cents.le(0).fillna(False).astype(bool) & rules.amount_positive, "amount_not_positive",
-             where + f": {label} " + _quote(text) + " must be more than 0")):
+    not_positive = cents.le(0).fillna(False).astype(bool) & rules.amount_positive
+    for mask, code, says in ((text.isna(), "amount_missing", None),
+                             (bad, "amount_unparseable", " is not an amount"),
+                             (not_positive, "amount_not_positive", " must be more than 0")):
         if mask.any():
             c = entries[mask]
-            out.append(_reject_frame(c["instance_id"], c["business_id"], field, code, message[mask]))
+            message = _where(c) + f": {label}" + (" is empty" if says is None else " " + _quote(text[mask]) + says)
+            out.append(_reject_frame(c["instance_id"], c["business_id"], field, code, message))
 
     for nested in scheme.rows.nested:
         if not (rules.nested_total_check and nested.amount):
@@ -417,9 +415,8 @@ def _amount_checks(scheme: Scheme, entries: pd.DataFrame, rows: pd.DataFrame) ->
         sub = sub[sub["parent_row_id"].isin(entries["row_id"])]
         sub_text = as_text(sub[nested.amount])
         sub_cents, sub_bad = parse_money_cents(sub_text)
-        parent = entries.set_index("row_id").loc[sub["parent_row_id"]]
         if sub_bad.any():
-            p = parent[sub_bad.to_numpy()]
+            p = entries.set_index("row_id").loc[sub.loc[sub_bad, "parent_row_id"]]
             out.append(_reject_frame(
                 p["instance_id"], p["business_id"], f"{table}.{nested.amount}", "amount_unparseable",
                 (_where(p) + f" / {nested.table} row " + (sub["row_index"][sub_bad] + 1).astype(str).to_numpy()
@@ -650,7 +647,16 @@ def _transform(raw: pd.DataFrame, scheme: Scheme, already_billed: Mapping[str, s
     entries = rows[(rows["table"] == scheme.rows.table) & rows["parent_row_id"].isna()]
     meta = ["instance_id", "table", "row_index", "row_key", "row_id"]
     entries = entries[meta].join(entries.drop(columns=ROW_META).add_prefix("row."))
-    entries = entries.merge(work, on="instance_id", how="inner").reset_index(drop=True)
+    # Entry fields that read only claim-level values are resolved once per claim (below), so the
+    # entries carry only the claim columns that row-level fields combine with row values.
+    per_claim = {t: m for t, m in scheme.mapping.entry.items()
+                 if all(p.namespace in ("instance", "form") for p in m.paths)}
+    per_row = {t: m for t, m in scheme.mapping.entry.items() if t not in per_claim}
+    claim_columns = {"business_id"} | {
+        f"{p.column}.ext" if p.ext else p.column for m in per_row.values() for p in m.paths
+        if p.namespace in ("instance", "form")}
+    entries = entries.merge(work[["instance_id", *sorted(c for c in claim_columns if c in work)]],
+                            on="instance_id", how="inner").reset_index(drop=True)
     entries["row_no"] = entries["row_index"].astype("int64") + 1
 
     without_rows = ~work["instance_id"].isin(entries["instance_id"])
@@ -670,9 +676,12 @@ def _transform(raw: pd.DataFrame, scheme: Scheme, already_billed: Mapping[str, s
     _nested_columns(scheme, rows, entries, work, all_mappings)
     checked = {f"row.{scheme.rows.amount}": entries["cents"]}
     header = {t: _resolve(work, t, m, scheme, {}) for t, m in scheme.mapping.header.items()}
-    entry = {t: _resolve(entries, t, m, scheme, checked) for t, m in scheme.mapping.entry.items()}
-    for resolved in (*header.values(), *entry.values()):
+    claim_entry = {t: _resolve(work, t, m, scheme, {}) for t, m in per_claim.items()}
+    row_entry = {t: _resolve(entries, t, m, scheme, checked) for t, m in per_row.items()}
+    for resolved in (*header.values(), *claim_entry.values(), *row_entry.values()):
         rejects += resolved.rejects
+    entry = {t: row_entry[t] if t in row_entry else _broadcast(claim_entry[t], work, entries)
+             for t in scheme.mapping.entry}
 
     reject_frame = pd.concat([f for f in rejects if not f.empty], ignore_index=True) if any(
         not f.empty for f in rejects) else _empty(REJECT_COLUMNS)
@@ -689,6 +698,13 @@ def _transform(raw: pd.DataFrame, scheme: Scheme, already_billed: Mapping[str, s
     claims.loc[claims["instance_id"].isin(bills["instance_id"]), "outcome"] = "bill"
     return TransformResult(bills=bills, rejects=reject_frame.reset_index(drop=True), waiting=waiting,
                            claims=claims, rows=rows)
+
+
+def _broadcast(resolved: _Resolved, work: pd.DataFrame, entries: pd.DataFrame) -> _Resolved:
+    """A per-claim value repeated on each of the claim's entries."""
+    by_claim = pd.Series(resolved.values.to_numpy(), index=work["instance_id"].to_numpy())
+    values = entries["instance_id"].map(by_claim)
+    return _Resolved(values=values.astype(object).where(values.notna(), None), plain=values, rejects=[])
 
 
 def _records(frame: pd.DataFrame) -> list[dict]:
@@ -735,7 +751,7 @@ def _build_bills(scheme: Scheme, work: pd.DataFrame, entries: pd.DataFrame, head
         "instance_id": good["instance_id"].to_numpy(),
         "business_id": good["business_id"].to_numpy(),
         "match_value": header[scheme.target.match_field].plain[keep].to_numpy(),
-        "amount": [cents_to_decimal(cents[i]) for i in good["instance_id"]],
+        "amount": [cents_to_decimal(c) for c in good["instance_id"].map(cents)],
         "payee": payee.to_numpy(),
         "model": models,
     }).astype(object)
