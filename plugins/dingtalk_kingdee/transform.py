@@ -185,6 +185,7 @@ def _flatten_tables(tables: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """
     levels: list[pd.DataFrame] = []
     problems: list[pd.DataFrame] = []
+    next_row_id = 0
     while not tables.empty:
         tables = tables.reset_index(drop=True)
         parsed = [_parse_json_list(v) for v in tables["value"].tolist()]
@@ -210,8 +211,11 @@ def _flatten_tables(tables: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
         rows = items[kind == "row"].copy()
         rows["row_index"] = rows.groupby(level=0).cumcount()
         rows["row_key"] = as_text(rows["items"].str.get("rowNumber"))
-        prefix = rows["parent_row_id"].where(rows["parent_row_id"].notna(), rows["instance_id"].astype(str))
-        rows["row_id"] = prefix.astype(str) + "/" + rows["table"] + "#" + rows["row_index"].astype(str)
+        # Integer ids, unique within the chunk: parents are matched on them, not on rowNumber (which
+        # DingTalk does not promise to be present or unique).
+        rows["row_id"] = pd.array(range(next_row_id, next_row_id + len(rows)), dtype="Int64")
+        next_row_id += len(rows)
+        rows["parent_row_id"] = rows["parent_row_id"].astype("Int64")
         cells = [_row_cells(item["rowValue"]) for item in rows["items"].tolist()]
         rows = rows.drop(columns="items").reset_index(drop=True)
 
@@ -226,7 +230,7 @@ def _flatten_tables(tables: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
         parent = rows.iloc[nested["pos"].to_numpy()]
         tables = pd.DataFrame({"instance_id": parent["instance_id"].to_numpy(),
                                "table": (parent["table"] + "." + nested["label"].to_numpy()).to_numpy(),
-                               "parent_row_id": parent["row_id"].to_numpy(),
+                               "parent_row_id": parent["row_id"].array,
                                "parent_row_key": parent["row_key"].to_numpy(),
                                "value": nested["value"].to_numpy()})
         wide = pd.DataFrame([c[0] for c in cells], index=rows.index)
@@ -634,7 +638,8 @@ def _transform(raw: pd.DataFrame, scheme: Scheme, already_billed: Mapping[str, s
     # Tables of approved claims only: an unfinished claim is re-read later anyway.
     tables = tables[tables["instance_id"].isin(work["instance_id"])]
     rows, problems = _flatten_tables(pd.DataFrame({
-        "instance_id": tables["instance_id"], "table": tables["name"], "parent_row_id": None,
+        "instance_id": tables["instance_id"], "table": tables["name"],
+        "parent_row_id": pd.Series(pd.NA, index=tables.index, dtype="Int64"),
         "parent_row_key": None, "value": tables["value"]}))
     if not problems.empty:
         bid = problems["instance_id"].map(work.set_index("instance_id")["business_id"])

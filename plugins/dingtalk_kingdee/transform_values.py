@@ -38,6 +38,18 @@ def parse_money_cents(values: pd.Series) -> tuple[pd.Series, pd.Series]:
     Anything else (``1.280,50``, ``abc``, ``1,28``) is unparseable, never guessed.
     """
     text = as_text(values).astype("string")
+    cents = pd.Series(pd.NA, index=values.index, dtype="Int64")
+    # Fast path for the usual spelling (digits, up to two decimals): split and add as integers.
+    plain = text.str.fullmatch(r"\d{1,13}(?:\.\d{1,2})?").fillna(False).astype(bool)
+    if plain.any():
+        split = text[plain].str.partition(".")
+        frac = split[2].str.ljust(2, "0")
+        cents[plain] = (split[0].astype("int64") * 100 + frac.astype("int64")).to_numpy()
+    rest = text.notna().astype(bool) & ~plain
+    if not rest.any():
+        return cents, rest
+    text = text[rest]
+
     parts = text.str.extract(_MONEY)
     ok = parts["whole"].notna()
     parts = parts[ok]
@@ -46,7 +58,6 @@ def parse_money_cents(values: pd.Series) -> tuple[pd.Series, pd.Series]:
     ok[sane.index[~sane]] = False
     parts, whole = parts[sane], whole[sane]
     frac = parts["frac"].fillna("")
-    cents = pd.Series(pd.NA, index=values.index, dtype="Int64")
     # Exact integer arithmetic on the digits for the usual ≤ 2 decimals; Decimal rounding otherwise.
     short = frac.str.len() <= 2
     if short.any():
@@ -58,7 +69,8 @@ def parse_money_cents(values: pd.Series) -> tuple[pd.Series, pd.Series]:
         cents[whole.index[long_]] = [
             int((Decimal(f"{sign}{w}.{f}") * 100).quantize(cent, rounding=ROUND_HALF_UP))
             for sign, w, f in zip(parts.loc[long_, "sign"], whole[long_], frac[long_], strict=True)]
-    bad = text.notna().astype(bool) & ~ok
+    bad = pd.Series(False, index=values.index)
+    bad[ok.index] = ~ok
     return cents, bad
 
 
