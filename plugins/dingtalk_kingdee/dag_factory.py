@@ -46,11 +46,18 @@ Rejected claims and their reasons are in the `report` task log and table `dk_rej
 """
 
 
-def _parse_time(value, default: datetime | None) -> datetime | None:
+def _plain(moment: datetime) -> datetime:
+    """A standard-library aware datetime (Airflow hands out pendulum ones)."""
+    return datetime.fromisoformat(moment.isoformat())
+
+
+def _parse_time(value, default: datetime) -> datetime:
     if value in (None, ""):
-        return default
+        return _plain(default)
     parsed = pendulum.parse(str(value), tz=TIMEZONE)
-    return parsed
+    if not isinstance(parsed, datetime):
+        raise ValueError(f"{value!r} is not a date-time")
+    return _plain(parsed)
 
 
 def run_from_context(scheme: Scheme) -> pipeline.Run:
@@ -86,10 +93,11 @@ def build_dag(scheme: Scheme) -> DAG:
         lookback_days=scheme.source.lookback_days, form_id=scheme.target.form_id,
         kingdee_conn_id=scheme.target.kingdee_conn_id, match_field=scheme.target.match_field, dag_id=dag_id,
     )
+    settings = get_settings()
     default_args = {
         "owner": "finance-it",
-        "retries": 3,
-        "retry_delay": timedelta(minutes=2),
+        "retries": settings.task_retries,
+        "retry_delay": timedelta(seconds=settings.retry_delay_seconds),
         "retry_exponential_backoff": True,
         "max_retry_delay": timedelta(minutes=30),
         "on_failure_callback": notifications.on_task_failure,

@@ -86,23 +86,36 @@ def extract(scheme: Scheme, dingtalk, engine: Engine, run: Run) -> dict:
 # ---------------------------------------------------------------------------------------------
 
 
-def _row_records(rows_frames) -> list[staging.RowRecord]:
-    """Flattened table rows from the transform, in the staging shape."""
-    frames = rows_frames.values() if isinstance(rows_frames, dict) else [rows_frames]
+def _row_records(rows_frame: pd.DataFrame) -> list[staging.RowRecord]:
+    """The transform's flattened table rows (any depth) in the staging shape.
+
+    ``row_id`` (a path such as ``<instance>/报销明细#0/报销明细.项目费用明细#1``) is the key: DingTalk's own
+    rowNumber is kept among the cells but is not guaranteed unique.
+    """
+    if rows_frame is None or rows_frame.empty:
+        return []
+    meta = {"instance_id", "table", "row_index", "row_key", "row_id", "parent_row_id", "parent_row_key"}
+    cell_columns = [c for c in rows_frame.columns if c not in meta]
     records: list[staging.RowRecord] = []
-    for frame in frames:
-        if frame is None or frame.empty:
-            continue
-        for rec in frame.to_dict("records"):
-            cells = {k: v for k, v in rec.items()
-                     if k not in ("instance_id", "table_path", "row_key", "parent_row_key", "row_index")
-                     and not (isinstance(v, float) and pd.isna(v)) and v is not None}
-            records.append(staging.RowRecord(
-                instance_id=str(rec["instance_id"]), table_path=str(rec["table_path"]), row_key=str(rec["row_key"]),
-                parent_row_key=None if pd.isna(rec.get("parent_row_key")) else str(rec.get("parent_row_key")),
-                row_index=int(rec["row_index"]), cells=cells,
-            ))
+    for rec in rows_frame.to_dict("records"):
+        cells = {c: rec[c] for c in cell_columns if _present(rec[c])}
+        if _present(rec.get("row_key")):
+            cells["rowNumber"] = rec["row_key"]
+        records.append(staging.RowRecord(
+            instance_id=str(rec["instance_id"]), table_path=str(rec["table"]), row_key=str(rec["row_id"]),
+            parent_row_key=str(rec["parent_row_id"]) if _present(rec.get("parent_row_id")) else None,
+            row_index=int(rec["row_index"]), cells=cells,
+        ))
     return records
+
+
+def _present(value) -> bool:
+    if value is None:
+        return False
+    try:
+        return not bool(pd.isna(value))
+    except (TypeError, ValueError):  # lists and dicts are values, not missing markers
+        return True
 
 
 def transform(scheme: Scheme, engine: Engine, run: Run) -> dict:

@@ -25,6 +25,8 @@ class Settings:
     kingdee_conn_id: str
     robot_conn_id: str
     var_dir: Path
+    task_retries: int
+    retry_delay_seconds: int
 
 
 def get_settings() -> Settings:
@@ -39,4 +41,7 @@ def get_settings() -> Settings:
         # DingTalk group robot (dingding provider) for failure alerts; alerts are off when absent.
         robot_conn_id=_env("DK_ROBOT_CONN_ID", "dingding_default"),
         var_dir=var_dir,
+        # Task retry policy (exponential backoff from this first delay, capped at 30 minutes).
+        task_retries=int(_env("DK_TASK_RETRIES", "3")),
+        retry_delay_seconds=int(_env("DK_RETRY_DELAY_SECONDS", "120")),
     )

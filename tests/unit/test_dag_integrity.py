@@ -48,12 +48,13 @@ def test_hourly_data_intervals_are_one_hour_wide_in_china_time(dagbag):
         manual = dag.timetable.infer_manual_data_interval(run_after=run_after)
         assert manual.end - manual.start == timedelta(hours=1)
         assert manual.end.in_timezone("Asia/Shanghai").minute == 0
-        nxt = dag.timetable.next_dagrun_info(last_automated_data_interval=manual, restriction=_no_restriction())
+        # With catch-up allowed, scheduled intervals follow each other without gap or overlap.
+        nxt = dag.timetable.next_dagrun_info(last_automated_data_interval=manual, restriction=_catching_up())
         assert nxt.data_interval.start == manual.end
         assert nxt.data_interval.end - nxt.data_interval.start == timedelta(hours=1)
 
 
-def _no_restriction():
+def _catching_up():
     from airflow.timetables.base import TimeRestriction
 
-    return TimeRestriction(earliest=None, latest=None, catchup=False)
+    return TimeRestriction(earliest=None, latest=None, catchup=True)

@@ -436,3 +436,13 @@ def test_capped_slice_is_halved_until_no_id_is_lost() -> None:
 def test_listing_an_empty_window_makes_no_call() -> None:
     hook = ScriptedListing(lambda body: pytest.fail("no call expected"))
     assert list(hook._list_ids("PROC-X", 500, 500)) == []
+
+
+def test_epoch_ms_accepts_airflow_pendulum_datetimes():
+    import pendulum
+
+    from dingtalk_kingdee.hooks.dingtalk import to_epoch_ms
+
+    moment = pendulum.datetime(2024, 3, 6, 9, 1, 2, tz="Asia/Shanghai")
+    plain = datetime(2024, 3, 6, 1, 1, 2, tzinfo=UTC)
+    assert to_epoch_ms(moment) == to_epoch_ms(plain) == 1709686862000

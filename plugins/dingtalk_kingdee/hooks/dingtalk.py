@@ -216,7 +216,11 @@ def backoff_delay(attempt: int, base: float, cap: float, rng: Callable[[], float
 
 
 def to_epoch_ms(moment: datetime) -> int:
-    return (moment - _EPOCH) // timedelta(milliseconds=1)
+    # Rebuilt as a plain datetime: subclasses such as pendulum's (Airflow's context) do their own
+    # arithmetic, which mixes badly with the standard library's timedelta.
+    utc = moment.astimezone(UTC)
+    plain = datetime(utc.year, utc.month, utc.day, utc.hour, utc.minute, utc.second, utc.microsecond, tzinfo=UTC)
+    return (plain - _EPOCH) // timedelta(milliseconds=1)
 
 
 def slice_window(start_ms: int, end_ms: int, max_span_ms: int = LIST_MAX_SPAN_MS) -> list[tuple[int, int]]:
