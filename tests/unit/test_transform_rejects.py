@@ -190,3 +190,15 @@ def test_empty_batch(scheme: Scheme) -> None:
     result = transform_claims(pd.DataFrame({"instance_id": [], "payload": []}), scheme)
     assert result.bills.empty and result.rejects.empty and result.waiting.empty
     assert list(result.bills.columns) == ["instance_id", "business_id", "match_value", "amount", "payee", "model"]
+
+
+def test_every_bad_nested_amount_is_named_with_its_rows(scheme: Scheme) -> None:
+    payload = claim("n", "N1", rows=[
+        expense_row("100", nested=[nested_row("x"), nested_row("y", row_number="n2")]),
+        expense_row("5", nested=[nested_row("z", row_number="n3")], row_number="r2")])
+    result = transform_claims(pd.DataFrame({"instance_id": ["n"], "payload": [payload]}), scheme)
+    assert list(result.rejects["reason"]) == [
+        'claim N1: 报销明细 row 1 / 项目费用明细 row 1: 总金额 "x" is not an amount',
+        'claim N1: 报销明细 row 1 / 项目费用明细 row 2: 总金额 "y" is not an amount',
+        'claim N1: 报销明细 row 2 / 项目费用明细 row 1: 总金额 "z" is not an amount']
+    assert set(result.rejects["field"]) == {"报销明细.项目费用明细.总金额"}
