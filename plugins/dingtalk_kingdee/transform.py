@@ -750,8 +750,10 @@ def _build_bills(scheme: Scheme, work: pd.DataFrame, entries: pd.DataFrame, head
         value = raw if spec.map is None else raw.map(scheme.maps[spec.map]).where(
             lambda s: s.notna(), raw)
         payee_parts.append(value.fillna("").astype(str))
-    payee = (pd.concat(payee_parts, axis=1).agg(" ".join, axis=1).str.strip() if payee_parts
-             else pd.Series("", index=good.index))
+    payee = pd.Series("", index=good.index, dtype=object)
+    for part in payee_parts:
+        payee = payee + " " + part
+    payee = payee.str.strip()
     return pd.DataFrame({
         "instance_id": good["instance_id"].to_numpy(),
         "business_id": good["business_id"].to_numpy(),

@@ -23,11 +23,26 @@ _NAIVE_DATE = (r"(?P<year>\d{4})-(?P<month>\d{1,2})-(?P<day>\d{1,2})"
 _AWARE_DATE = r"\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})"
 
 
+_MISSING = frozenset(MISSING_SPELLINGS)
+
+
+def _clean(value: object) -> str | None:
+    if value.__class__ is str:
+        value = value.strip()
+        return None if value in _MISSING else value
+    if value is None or value is pd.NA or value != value:   # NaN is the only value unequal to itself
+        return None
+    text = str(value).strip()
+    return None if text in _MISSING else text
+
+
 def as_text(values: pd.Series) -> pd.Series:
-    """Values as stripped strings (object dtype), with every missing spelling as None."""
-    text = values.astype("string").str.strip()
-    text = text.mask(text.isin(MISSING_SPELLINGS))
-    return text.astype(object).where(text.notna(), None)
+    """Values as stripped strings (object dtype), with every missing spelling as None.
+
+    One pass per value: pandas' own ``.str.strip()`` on object data is the same per-value loop, and
+    the chain strip → isin → mask → astype measured three times slower.
+    """
+    return pd.Series([_clean(v) for v in values.tolist()], index=values.index, dtype=object)
 
 
 def parse_money_cents(values: pd.Series) -> tuple[pd.Series, pd.Series]:
