@@ -14,6 +14,7 @@ Bill states::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -224,6 +225,17 @@ def _upsert(conn: Connection, table: sa.Table, values: list[dict], keys: Sequenc
     conn.execute(stmt)
 
 
+def _lock_scheme(conn: Connection, scheme_id: str) -> None:
+    """Serialise writers of one scheme's claims until the transaction ends.
+
+    Overlapping runs (a backfill beside the hourly run) write the same claims; PostgreSQL would
+    otherwise let two of them insert one new claim at once. SQLite already admits one writer at a time.
+    """
+    if conn.dialect.name == "postgresql":
+        key = int.from_bytes(hashlib.blake2b(f"dk:{scheme_id}".encode(), digest_size=8).digest(), "big", signed=True)
+        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({key})")
+
+
 def chunked(items: Sequence, size: int) -> Iterator[Sequence]:
     for start in range(0, len(items), size):
         yield items[start:start + size]
@@ -267,6 +279,7 @@ def upsert_instances(engine: Engine, scheme_id: str, answers: Mapping[str, dict]
     changed = 0
     stamp = now()
     with engine.begin() as conn:
+        _lock_scheme(conn, scheme_id)
         existing = {
             r.instance_id: (r.payload, r.payload_version)
             for r in conn.execute(
@@ -379,6 +392,7 @@ def save_transform(engine: Engine, scheme_id: str, versions: Mapping[str, int], 
     claim_ids = list(versions)
     counts = {"bills": 0, "rejects": 0, "kept_sent": 0}
     with engine.begin() as conn:
+        _lock_scheme(conn, scheme_id)
         locked = set(conn.execute(
             sa.select(bills.c.instance_id).where(
                 bills.c.scheme_id == scheme_id, bills.c.instance_id.in_(claim_ids),

@@ -1,0 +1,92 @@
+"""The DAG itself, run by Airflow (``dag.test()``), with its trigger-form parameters.
+
+Needs Airflow's metadata database migrated, which ``make test`` does (AIRFLOW_HOME=airflow_home/).
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from dingtalk_kingdee import staging
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def build_dag(monkeypatch):
+    home = Path(os.environ.get("AIRFLOW_HOME", "~/airflow")).expanduser()
+    if not (home / ".migrated").exists():
+        pytest.skip("Airflow's metadata database is not migrated here: run the suite with `make test`")
+    monkeypatch.setenv("DK_TASK_RETRIES", "0")  # a failing task must fail the run now, not after back-off
+
+    def build(scheme):
+        from dingtalk_kingdee.dag_factory import build_dag as factory
+
+        return factory(scheme)
+
+    return build
+
+
+def trigger(world, dag, **conf):
+    conf.setdefault("window_start", (world.now - timedelta(days=30)).isoformat())
+    conf.setdefault("window_end", world.now.isoformat())
+    dag_run = dag.test(logical_date=world.now.replace(minute=0, second=0) + timedelta(hours=world.runs),
+                       run_conf=conf)
+    world.runs += 1
+    return dag_run
+
+
+def task_states(dag_run) -> dict[str, str]:
+    return {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances()}
+
+
+def test_a_dag_run_loads_the_approved_claims_and_reports(world, build_dag):
+    dag = build_dag(world.scheme)
+    dag_run = trigger(world, dag)
+    assert str(dag_run.state) == "success", task_states(dag_run)
+    payable = {c.instance["business_id"] for c in world.seed if c.truth.payable and c.truth.late_approval_at is None}
+    assert set(world.bills_by_business_id()) == payable
+    world.assert_no_duplicates()
+
+    # Running the DAG again changes nothing in Kingdee.
+    saves = world.kingdee.calls["BatchSave"]
+    dag_run = trigger(world, dag)
+    assert str(dag_run.state) == "success", task_states(dag_run)
+    assert world.kingdee.calls["BatchSave"] == saves
+    assert set(world.bills_by_business_id()) == payable
+
+
+def test_dry_run_param_writes_nothing(world, build_dag):
+    dag_run = trigger(world, build_dag(world.scheme), dry_run=True)
+    assert str(dag_run.state) == "success", task_states(dag_run)
+    assert world.bills() == []
+    assert world.dingtalk.comments == []
+    pending = [b for b in staging.bills_by_instance(world.engine, world.scheme.id).values() if b["state"] == "pending"]
+    assert pending
+
+
+def test_instance_ids_param_syncs_exactly_those(world, build_dag):
+    chosen = [c for c in world.seed if c.truth.payable and c.truth.late_approval_at is None][:2]
+    dag_run = trigger(world, build_dag(world.scheme),
+                      instance_ids=[c.instance["process_instance_id"] for c in chosen])
+    assert str(dag_run.state) == "success", task_states(dag_run)
+    assert sorted(world.bills_by_business_id()) == sorted(c.instance["business_id"] for c in chosen)
+
+
+def test_a_lost_answer_fails_load_and_the_cleared_task_settles_it(world, build_dag):
+    dag = build_dag(world.scheme)
+    world.kingdee.inject("commit_then_drop", service="BatchSave", times=1)
+    dag_run = trigger(world, dag)
+    states = task_states(dag_run)
+    assert states["load"] == "failed", states
+    assert states["report"] == "success", states  # the report still tells where things stand
+    # The operator clears the run (or Airflow retries): nothing is sent twice.
+    dag_run = trigger(world, dag)
+    assert str(dag_run.state) == "success", task_states(dag_run)
+    world.assert_no_duplicates()
+    payable = {c.instance["business_id"] for c in world.seed if c.truth.payable and c.truth.late_approval_at is None}
+    assert set(world.bills_by_business_id()) == payable
