@@ -20,6 +20,7 @@ import random
 import resource
 import sys
 import time
+import tracemalloc
 from pathlib import Path
 
 import pandas as pd
@@ -94,8 +95,9 @@ def run_chunk(job: tuple[int, int, int, int]) -> dict:
               "table_rows": len(result.rows)}
     del raw, result
     gc.collect()
+    traced = tracemalloc.get_traced_memory()[0] / 2**20 if tracemalloc.is_tracing() else None
     return {"index": index, "seconds": seconds, "counts": counts, "rss": current_rss_mb(), "peak": peak_rss_mb(),
-            "pid": os.getpid()}
+            "pid": os.getpid(), "traced": traced}
 
 
 SCHEME = load_scheme(ROOT / "include" / "schemes" / "expense_to_paybill.yaml")
@@ -108,7 +110,11 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=5_000)
     parser.add_argument("--workers", type=int, default=1,
                         help="processes transforming chunks side by side (1 = the caller's plain loop)")
+    parser.add_argument("--trace", action="store_true",
+                        help="also print Python heap still allocated after each chunk (tracemalloc; slow)")
     args = parser.parse_args()
+    if args.trace:
+        tracemalloc.start()
 
     print(f"machine: {platform.node()} {platform.machine()} {os.cpu_count()} CPUs, python "
           f"{platform.python_version()}, pandas {pd.__version__}; {time.strftime('%Y-%m-%d %H:%M')}")
@@ -131,7 +137,8 @@ def main() -> None:
         per_process[outcome["pid"]] = per_process.get(outcome["pid"], 0.0) + outcome["seconds"]
         peak = max(peak, outcome["peak"])
         print(f"chunk {outcome['index'] + 1:3d}: transform {outcome['seconds']:6.2f} s   "
-              f"rss now {outcome['rss']:7.1f} MB   peak {outcome['peak']:7.1f} MB   (pid {outcome['pid']})",
+              f"rss now {outcome['rss']:7.1f} MB   peak {outcome['peak']:7.1f} MB   (pid {outcome['pid']})"
+              + (f"   heap after chunk {outcome['traced']:6.1f} MB" if outcome["traced"] is not None else ""),
               flush=True)
     wall = time.perf_counter() - began
     if args.workers != 1:
