@@ -99,3 +99,28 @@ def test_unrequired_empty_fields_are_left_out(tmp_path: Path, field: str) -> Non
     scheme = _scheme(tmp_path, change)
     model = _run(scheme, claim("e", "E", rows=[expense_row("1", description="null")])).bills["model"].iloc[0]
     assert field not in model and field not in model["FPAYBILLENTRY"][0]
+
+
+def test_other_component_types_are_carried_without_harm() -> None:
+    scheme = load_scheme(DEFAULT)
+    extra = [
+        {"name": "同行人", "value": "李四", "id": "InnerContactField_1", "component_type": "InnerContactField",
+         "ext_value": json.dumps([{"emplId": "0456", "name": "李四"}], ensure_ascii=False)},
+        {"name": "标签", "value": '["A","B"]', "id": "DDMultiSelectField_1", "component_type": "DDMultiSelectField",
+         "ext_value": json.dumps([{"label": "A", "key": "a"}, {"label": "B", "key": "b"}])},
+        {"name": '["开始时间","结束时间"]', "value": '["2024-02-25","2024-02-26",null]', "id": "DDDateRangeField_1",
+         "component_type": "DDDateRangeField"},
+        {"name": "附件", "value": json.dumps([{"spaceId": "1", "fileName": "a.pdf", "fileSize": 10,
+                                                "fileType": "pdf", "fileId": "f"}]),
+         "id": "DDAttachment_1", "component_type": "DDAttachment"},
+        {"name": "金额合计", "value": "580", "id": "MoneyField_2", "component_type": "MoneyField",
+         "ext_value": "not json {"},
+    ]
+    payload = claim("o", "O")
+    payload = {**payload, "form_component_values": [*payload["form_component_values"], *extra]}
+    result = _run(scheme, payload)
+    assert list(result.bills["instance_id"]) == ["o"]
+    frame = result.claims.set_index("instance_id")
+    assert frame.loc["o", "form.同行人"] == "李四"
+    assert frame.loc["o", "form.同行人.ext"] == [{"emplId": "0456", "name": "李四"}]
+    assert frame.loc["o", "form.金额合计"] == "580"
