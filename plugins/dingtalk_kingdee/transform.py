@@ -255,8 +255,16 @@ class _Resolved:
     rejects: list[pd.DataFrame]
 
 
-def _path_values(ctx: pd.DataFrame, path: SourcePath) -> pd.Series:
+def _nested_key(path: SourcePath, agg: str) -> str:
+    """The column holding a nested path's value, per aggregation (``nested.<table>.<label>[.ext.x]|agg``)."""
+    return f"{path}|{agg}"
+
+
+def _path_values(ctx: pd.DataFrame, path: SourcePath, agg: str = "first") -> pd.Series:
     column = path.column
+    if path.namespace == "nested":
+        key = _nested_key(path, agg)
+        return ctx[key] if key in ctx else pd.Series(None, index=ctx.index, dtype=object)
     if path.ext:
         ext = ctx.get(f"{column}.ext")
         if ext is None:
@@ -299,7 +307,7 @@ def _resolve(ctx: pd.DataFrame, target: str, mapping: FieldMapping, scheme: Sche
         values = pd.Series([mapping.const] * len(index), index=index, dtype=object)
     elif mapping.source is not None:
         path = mapping.paths[0]
-        values = _path_values(ctx, path)
+        values = _path_values(ctx, path, mapping.agg)
         if mapping.type == "date":
             values = _dates(ctx, values, mapping.strftime, target, path.label, rejects, failed)
         elif mapping.type == "amount":
@@ -324,7 +332,7 @@ def _resolve(ctx: pd.DataFrame, target: str, mapping: FieldMapping, scheme: Sche
                 continue
             piece = pd.Series(None, index=index, dtype=object)
             for alternative in part.alternatives:
-                piece = piece.where(piece.notna(), _path_values(ctx, alternative))
+                piece = piece.where(piece.notna(), _path_values(ctx, alternative, mapping.agg))
             if part.as_date:
                 piece = _dates(ctx, piece, "%Y-%m-%d", target, part.alternatives[0].label, rejects, failed)
             values = values + piece.where(piece.notna(), "").astype(str)
@@ -367,16 +375,18 @@ def _nested_columns(scheme: Scheme, rows: pd.DataFrame, entries: pd.DataFrame, c
     """Add ``nested.<table>.<label>`` columns to entries (per row) and claims (per claim), as used."""
     for mapping in mappings:
         for path in mapping.paths:
-            if path.namespace != "nested" or path.column in entries:
+            key = _nested_key(path, mapping.agg)
+            if path.namespace != "nested" or key in entries:
                 continue
             table = f"{scheme.rows.table}.{path.table}"
             label = f"{path.label}.ext" if path.ext else path.label
             nested = rows[rows["table"] == table]
             if label not in nested:
-                entries[path.column] = None
-                claims[path.column] = None
+                entries[key] = None
+                claims[key] = None
                 continue
-            values = nested[["instance_id", "parent_row_id"]].assign(v=as_text(nested[label]))
+            cells = nested[label].str.get(path.ext) if path.ext else nested[label]
+            values = nested[["instance_id", "parent_row_id"]].assign(v=as_text(cells))
             values = values[values["v"].notna()]
             if mapping.agg == "join":
                 per_row = values.drop_duplicates(["parent_row_id", "v"]).groupby("parent_row_id")["v"].agg("; ".join)
@@ -384,8 +394,8 @@ def _nested_columns(scheme: Scheme, rows: pd.DataFrame, entries: pd.DataFrame, c
             else:
                 per_row = values.groupby("parent_row_id")["v"].first()
                 per_claim = values.groupby("instance_id")["v"].first()
-            entries[path.column] = entries["row_id"].map(per_row)
-            claims[path.column] = claims["instance_id"].map(per_claim)
+            entries[key] = entries["row_id"].map(per_row)
+            claims[key] = claims["instance_id"].map(per_claim)
 
 
 # ---------------------------------------------------------------------------------------------- checks

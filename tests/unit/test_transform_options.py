@@ -124,3 +124,15 @@ def test_other_component_types_are_carried_without_harm() -> None:
     assert frame.loc["o", "form.同行人"] == "李四"
     assert frame.loc["o", "form.同行人.ext"] == [{"emplId": "0456", "name": "李四"}]
     assert frame.loc["o", "form.金额合计"] == "580"
+
+
+def test_nested_ext_paths_in_header_and_entry(tmp_path: Path) -> None:
+    def change(d: dict) -> None:
+        d["mapping"]["header"]["FREMARK"] = {
+            "template": "{nested.项目费用明细.公司帐号付款(如需公司帐号付款请选择).ext.key}"}
+        d["mapping"]["entry"]["FCOMMENT"] = {"source": "nested.项目费用明细.公司帐号付款(如需公司帐号付款请选择)",
+                                             "agg": "join"}
+    scheme = _scheme(tmp_path, change)
+    model = _run(scheme, claim("x", "X")).bills["model"].iloc[0]
+    assert model["FREMARK"] == "option_1"
+    assert model["FPAYBILLENTRY"][0]["FCOMMENT"] == "否"
