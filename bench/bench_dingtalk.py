@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import platform
-import socket
 import time
 from datetime import UTC, datetime, timedelta, timezone
 
@@ -23,25 +22,6 @@ from dingtalk_kingdee.hooks.dingtalk import DingTalkHook, reset_shared_state
 
 CHINA = timezone(timedelta(hours=8))
 CONN_ID = "dingtalk_bench"
-
-
-class NoDelay:
-    """ASGI wrapper setting TCP_NODELAY on the emulator's connections.
-
-    The emulator's server keeps Nagle on, which adds ~40 ms to every answer on loopback (headers
-    and body leave in two writes, the second waits for the client's delayed ACK). Without this
-    the "50 ms" run would really measure ~90 ms.
-    """
-
-    def __init__(self, app) -> None:
-        self.app = app
-
-    async def __call__(self, scope, receive, send) -> None:
-        transport = getattr(getattr(send, "__self__", None), "transport", None)
-        sock = transport.get_extra_info("socket") if transport is not None else None
-        if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        await self.app(scope, receive, send)
 
 
 def seed(count: int) -> list[dict]:
@@ -61,7 +41,6 @@ def seed(count: int) -> list[dict]:
 def run(latency_ms: int, count: int, qps: int) -> dict:
     reset_shared_state()
     emulator = DingTalkEmulator(qps=qps, latency_ms=latency_ms, instances=seed(count))
-    emulator.app = NoDelay(emulator.app)
     base_url = emulator.start()
     os.environ[f"AIRFLOW_CONN_{CONN_ID.upper()}"] = json.dumps({
         "conn_type": "dingtalk", "host": base_url, "login": emulator.app_key,

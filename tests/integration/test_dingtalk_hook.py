@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta, timezone
@@ -51,31 +50,12 @@ def set_connection(monkeypatch: pytest.MonkeyPatch, conn_id: str, emulator: Ding
     return conn_id
 
 
-class NoDelay:
-    """ASGI wrapper setting TCP_NODELAY on each server-side connection.
-
-    ServerThread's sockets keep Nagle on, so an answer sent as headers then body waits for the
-    client's delayed ACK (~40 ms a call on loopback); the real service shows no such delay.
-    """
-
-    def __init__(self, app) -> None:
-        self.app = app
-
-    async def __call__(self, scope, receive, send) -> None:
-        transport = getattr(getattr(send, "__self__", None), "transport", None)
-        sock = transport.get_extra_info("socket") if transport is not None else None
-        if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        await self.app(scope, receive, send)
-
-
 @pytest.fixture
 def emulator_factory() -> Iterator[Callable[..., DingTalkEmulator]]:
     started: list[DingTalkEmulator] = []
 
     def start(**options) -> DingTalkEmulator:
         emulator = DingTalkEmulator(**options)
-        emulator.app = NoDelay(emulator.app)
         emulator.start()
         started.append(emulator)
         return emulator

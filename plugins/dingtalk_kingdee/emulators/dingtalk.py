@@ -15,11 +15,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import bisect
-import contextlib
 import copy
 import json
 import random
-import socket
 import threading
 import time
 import uuid
@@ -162,9 +160,7 @@ class _Token:
 
 
 class _RawSendMiddleware:
-    """Keep uvicorn's own ``send`` in the scope (the drop fault needs it to reach the transport) and
-    switch Nagle off on the connection: sockets accepted from a pre-bound listening socket come
-    without TCP_NODELAY, which adds a ~40 ms delayed-ACK stall to every keep-alive request."""
+    """Keep uvicorn's own ``send`` in the scope: the drop fault needs it to reach the transport."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
@@ -172,11 +168,6 @@ class _RawSendMiddleware:
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] == "http":
             scope["dk_raw_send"] = send
-            transport = getattr(getattr(send, "__self__", None), "transport", None)
-            sock = transport.get_extra_info("socket") if transport is not None else None
-            if sock is not None:
-                with contextlib.suppress(OSError):
-                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         await self.app(scope, receive, send)
 
 

@@ -12,12 +12,10 @@ import argparse
 import asyncio
 import base64
 import binascii
-import contextlib
 import hashlib
 import hmac
 import json
 import random
-import socket
 import sqlite3
 import threading
 import time
@@ -510,13 +508,6 @@ class DropGuard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        # Sockets accepted from ServerThread's pre-bound listener lack TCP_NODELAY: without it every
-        # keep-alive call stalls ~40 ms on delayed ACK.
-        transport = getattr(getattr(send, "__self__", None), "transport", None)
-        sock = transport.get_extra_info("socket") if transport is not None else None
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         dropped = False
 
         async def guarded_send(message: dict[str, Any]) -> None:
