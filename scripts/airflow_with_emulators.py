@@ -299,7 +299,9 @@ def main(argv: list[str] | None = None) -> None:
                                 port=args.dingtalk_port)
     kingdee = KingdeeEmulator(basedata=BASEDATA_FILE, db_path=str(KINGDEE_DB), acct_id=KINGDEE_ACCT,
                               users=dict([KINGDEE_USER]), port=args.kingdee_port)
+    # SIGINT too: a process started in the background of a script inherits SIGINT ignored.
     signal.signal(signal.SIGTERM, _raise_stop)
+    signal.signal(signal.SIGINT, _raise_stop)
     standalone: subprocess.Popen | None = None
     approver: LateApprover | None = None
     try:
