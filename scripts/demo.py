@@ -143,10 +143,12 @@ def print_summary(summary: dict, kingdee: KingdeeEmulator, took: float, log_path
     print(f"  Kingdee now holds {len(bills)} payment bills, {money:.2f} CNY in all")
     rejected = summary["rejected_claims"]
     print(f"  rejected claims by reason: {summary['rejected_by_reason']}")
-    for r in rejected[:12]:
-        print(f"    {r['business_id'] or r['instance_id']}: {r['reason']}")
-    if len(rejected) > 12:
-        print(f"    ... {len(rejected) - 12} more (table dk_rejects)")
+    # Claims refused or withdrawn in DingTalk need nothing from anyone; the others need a fix.
+    by_reason: dict[str, list[dict]] = {}
+    for r in rejected:
+        by_reason.setdefault(r["reason_code"], []).append(r)
+    for code, items in sorted(by_reason.items(), key=lambda kv: (kv[0] == "not_approved", kv[0])):
+        print(f"    {code} ({len(items)}), e.g. {items[0]['reason']}")
 
 
 def check(seed, kingdee: KingdeeEmulator, summary: dict, match_field: str) -> None:

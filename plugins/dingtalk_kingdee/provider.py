@@ -1,8 +1,43 @@
-"""Provider metadata so Airflow lists the ``dingtalk`` and ``kingdee`` connection types in its UI."""
+"""Provider metadata: the ``dingtalk`` and ``kingdee`` connection types and their UI forms.
+
+Airflow (3.2+) reads the form fields (``conn-fields``) and the field behaviour
+(``ui-field-behaviour``) from here; the values land in the connection's extra under these names.
+"""
 
 from __future__ import annotations
 
 from dingtalk_kingdee import __version__
+
+
+def _text(label: str, description: str, default: str | None = None) -> dict:
+    schema: dict = {"type": ["string", "null"]}
+    if default is not None:
+        schema["default"] = default
+    return {"label": label, "description": description, "schema": schema}
+
+
+def _integer(label: str, description: str, default: int, minimum: int = 1) -> dict:
+    return {"label": label, "description": description,
+            "schema": {"type": ["integer", "null"], "default": default, "minimum": minimum}}
+
+
+DINGTALK_FIELDS = {
+    "agent_id": _text("Agent ID", "AgentId of the internal app (messages only; the approval API does not use it)"),
+    "qps": _integer("QPS budget", "Calls per second per API this app may make (standard edition: 20)", 20),
+}
+
+KINGDEE_FIELDS = {
+    "acct_id": _text("Account set ID (acctID)", "The data centre (账套) id, e.g. 6500a1b2c3d4e5"),
+    "app_id": _text("App ID", "Third-party app id <clientId>_<secret part>; needed for signature mode "
+                    "and for LoginByAppSecret"),
+    "lcid": _integer("Language (LCID)", "2052 = simplified Chinese", 2052),
+    "org_num": _text("Organisation number", "Organisation the API user acts in (0 = default)", "0"),
+    "auth_mode": {
+        "label": "Auth mode",
+        "description": "session: log in and reuse the session; signature: sign every request (official SDK)",
+        "schema": {"type": ["string", "null"], "enum": ["session", "signature", None], "default": "session"},
+    },
+}
 
 
 def get_provider_info() -> dict:
@@ -15,10 +50,27 @@ def get_provider_info() -> dict:
             {
                 "connection-type": "dingtalk",
                 "hook-class-name": "dingtalk_kingdee.hooks.dingtalk.DingTalkHook",
+                "hook-name": "DingTalk Approval (OA)",
+                "ui-field-behaviour": {
+                    "hidden-fields": ["schema", "port"],
+                    "relabeling": {"host": "Base URL", "login": "App key (AppKey)",
+                                   "password": "App secret (AppSecret)"},
+                    "placeholders": {"host": "https://oapi.dingtalk.com", "login": "dingxxxxxxxxxxxxxxxx",
+                                     "password": "app secret", "agent_id": "123456789", "qps": "20"},
+                },
+                "conn-fields": DINGTALK_FIELDS,
             },
             {
                 "connection-type": "kingdee",
                 "hook-class-name": "dingtalk_kingdee.hooks.kingdee.KingdeeHook",
+                "hook-name": "Kingdee K/3Cloud WebAPI",
+                "ui-field-behaviour": {
+                    "hidden-fields": ["schema", "port"],
+                    "relabeling": {"host": "Server URL", "login": "User", "password": "Password or app secret"},
+                    "placeholders": {"host": "https://erp.example.com/k3cloud/", "login": "apiuser",
+                                     "acct_id": "6500a1b2c3d4e5", "lcid": "2052", "org_num": "0"},
+                },
+                "conn-fields": KINGDEE_FIELDS,
             },
         ],
     }

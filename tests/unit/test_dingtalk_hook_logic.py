@@ -354,10 +354,6 @@ def test_hook_identity() -> None:
     assert DingTalkHook.default_conn_name == "dingtalk_default"
     assert DingTalkHook.conn_type == "dingtalk"
     assert DingTalkHook.hook_name == "DingTalk Approval (OA)"
-    behaviour = DingTalkHook.get_ui_field_behaviour()
-    assert {"schema", "port"} <= set(behaviour["hidden_fields"])
-    assert behaviour["placeholders"]["host"] == "https://oapi.dingtalk.com"
-    assert "login" in behaviour["relabeling"] and "password" in behaviour["relabeling"]
 
 
 @pytest.mark.parametrize(("host", "expected"), [

@@ -256,6 +256,3 @@ def test_hook_metadata() -> None:
     assert KingdeeHook.conn_name_attr == "kingdee_conn_id"
     assert KingdeeHook.default_conn_name == "kingdee_default"
     assert KingdeeHook.conn_type == "kingdee"
-    behaviour = KingdeeHook.get_ui_field_behaviour()
-    assert set(behaviour["hidden_fields"]) == {"schema", "port"}
-    assert behaviour["placeholders"]["host"] == "https://erp.example.com/k3cloud/"

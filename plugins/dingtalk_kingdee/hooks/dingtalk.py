@@ -466,35 +466,6 @@ class DingTalkHook(HttpHook):
 
     # ---- Airflow UI -------------------------------------------------------------------------
 
-    @classmethod
-    def get_connection_form_widgets(cls) -> dict[str, Any]:
-        from flask_appbuilder.fieldwidgets import BS3TextFieldWidget
-        from flask_babel import lazy_gettext
-        from wtforms import IntegerField, StringField
-        from wtforms.validators import Optional
-
-        return {
-            "agent_id": StringField(
-                lazy_gettext("Agent ID"), widget=BS3TextFieldWidget(),
-                description="AgentId of the internal app (used for messages, not for the approval API)",
-            ),
-            "qps": IntegerField(
-                lazy_gettext("QPS budget"), widget=BS3TextFieldWidget(), validators=[Optional()],
-                default=int(DEFAULT_QPS),
-                description="Calls per second per API this app may make (standard edition: 20)",
-            ),
-        }
-
-    @classmethod
-    def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        return {
-            "hidden_fields": ["schema", "port"],
-            "relabeling": {"host": "Base URL", "login": "App key (AppKey)",
-                           "password": "App secret (AppSecret)"},
-            "placeholders": {"host": DEFAULT_BASE_URL, "login": "dingxxxxxxxxxxxxxxxx",
-                             "password": "app secret", "agent_id": "123456789", "qps": "20"},
-        }
-
     def test_connection(self) -> tuple[bool, str]:
         """The UI's Test button: fetch an access token with the app key and secret."""
         try:

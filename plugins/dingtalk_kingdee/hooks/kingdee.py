@@ -451,38 +451,6 @@ class KingdeeHook(HttpHook):
     conn_type = "kingdee"
     hook_name = "Kingdee K/3Cloud WebAPI"
 
-    @classmethod
-    def get_connection_form_widgets(cls) -> dict[str, Any]:
-        from flask_appbuilder.fieldwidgets import BS3TextFieldWidget
-        from flask_babel import lazy_gettext
-        from wtforms import IntegerField, StringField
-        from wtforms.validators import any_of
-
-        return {
-            "acct_id": StringField(lazy_gettext("Account set ID (acctID)"), widget=BS3TextFieldWidget()),
-            "app_id": StringField(lazy_gettext("App ID (clientId_secretPart)"), widget=BS3TextFieldWidget()),
-            "lcid": IntegerField(lazy_gettext("Language (LCID)"), widget=BS3TextFieldWidget(),
-                                 default=DEFAULT_LCID),
-            "org_num": StringField(lazy_gettext("Organisation number"), widget=BS3TextFieldWidget(),
-                                   default="0"),
-            "auth_mode": StringField(lazy_gettext("Auth mode (session | signature)"),
-                                     widget=BS3TextFieldWidget(), default="session",
-                                     validators=[any_of(["session", "signature"])]),
-        }
-
-    @classmethod
-    def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        return {
-            "hidden_fields": ["schema", "port"],
-            "relabeling": {"login": "User", "password": "Password or app secret", "host": "Server URL"},
-            "placeholders": {
-                "host": "https://erp.example.com/k3cloud/",
-                "login": "apiuser",
-                "extra": json.dumps({"acct_id": "6500a1b2c3d4e5", "app_id": "", "lcid": DEFAULT_LCID,
-                                     "org_num": "0", "auth_mode": "session"}),
-            },
-        }
-
     def __init__(self, kingdee_conn_id: str = default_conn_name, **kwargs: Any) -> None:
         super().__init__(method="POST", http_conn_id=kingdee_conn_id, **kwargs)
         self.kingdee_conn_id = kingdee_conn_id
