@@ -1,0 +1,212 @@
+"""Offline checks of docker-compose.yaml and docker/ (no Docker engine runs where the tests run).
+
+They catch what breaks a compose deployment before anyone starts it: a service without an image or
+healthcheck, Airflow components that disagree on their database / broker / execution API, a file
+that the compose file or the Dockerfile names but the repository lacks, demo connections that do not
+point at the emulator services.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dingtalk_kingdee.provider import get_provider_info
+from dingtalk_kingdee.scheme import load_scheme
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = ROOT / "docker-compose.yaml"
+DOCKERFILE = ROOT / "docker" / "Dockerfile"
+DEMO_ENV = ROOT / "docker" / "demo.env"
+SCHEME = ROOT / "include" / "schemes" / "expense_to_paybill.yaml"
+AIRFLOW_COMMANDS = {
+    "airflow-apiserver": "api-server",
+    "airflow-scheduler": "scheduler",
+    "airflow-dag-processor": "dag-processor",
+    "airflow-worker": "celery worker",
+    "airflow-triggerer": "triggerer",
+}
+INTERPOLATION = re.compile(r"\$\{(\w+)(?::?-([^}]*))?\}")
+
+
+def interpolate(value: str, env: dict[str, str] | None = None) -> str:
+    """Compose's ${VAR:-default} with the given variables (empty when unset and no default)."""
+    env = env or {}
+    return INTERPOLATION.sub(lambda m: env.get(m.group(1)) or (m.group(2) or ""), value)
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    values = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        key, _, value = line.partition("=")
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[key.strip()] = value
+    return values
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load(COMPOSE.read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def services(compose) -> dict[str, dict]:
+    return compose["services"]
+
+
+@pytest.fixture(scope="module")
+def dockerfile() -> str:
+    return DOCKERFILE.read_text(encoding="utf-8")
+
+
+def dockerfile_env(text: str) -> dict[str, str]:
+    """ENV values of the Dockerfile with ${VAR} of earlier ENV lines substituted."""
+    env: dict[str, str] = {}
+    for statement in re.findall(r"^ENV\s+(.+?)(?<!\\)$", text.replace("\\\n", " "), flags=re.M):
+        for key, value in re.findall(r"(\w+)=(\S+)", statement):
+            env[key] = re.sub(r"\$\{(\w+)\}", lambda m: env.get(m.group(1), ""), value)
+    return env
+
+
+def test_every_service_has_an_image_and_the_official_topology_is_there(services):
+    expected = {"postgres", "redis", "airflow-init", *AIRFLOW_COMMANDS, "dingtalk-emulator", "kingdee-emulator"}
+    assert expected <= set(services)
+    for name, service in services.items():
+        assert service.get("image") or service.get("build"), f"{name} has neither image nor build"
+    assert services["postgres"]["image"] == "postgres:16"
+    assert services["redis"]["image"] == "redis:7.2-bookworm"
+
+
+def test_long_running_services_have_healthchecks(services):
+    for name, service in services.items():
+        if name == "airflow-init":
+            continue
+        check = service.get("healthcheck", {}).get("test")
+        assert check and check[0] in ("CMD", "CMD-SHELL"), f"{name} has no healthcheck"
+    assert "http://localhost:8080/api/v2/version" in services["airflow-apiserver"]["healthcheck"]["test"]
+    assert "http://localhost:8974/health" in services["airflow-scheduler"]["healthcheck"]["test"]
+
+
+def test_airflow_components_run_their_command_and_agree_on_configuration(services):
+    reference = None
+    for name, command in AIRFLOW_COMMANDS.items():
+        service = services[name]
+        assert service["command"] == command
+        env = {k: interpolate(str(v)) for k, v in service["environment"].items()}
+        assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+        assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("postgresql")
+        assert "@postgres/airflow" in env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+        assert env["AIRFLOW__CELERY__BROKER_URL"].startswith("redis://") and "@redis:6379" in env[
+            "AIRFLOW__CELERY__BROKER_URL"]
+        assert "@postgres/airflow" in env["AIRFLOW__CELERY__RESULT_BACKEND"]
+        assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://airflow-apiserver:8080/execution/"
+        assert env["AIRFLOW__API_AUTH__JWT_SECRET"], "components need one shared JWT secret"
+        shared = {k: v for k, v in env.items() if k.startswith(("AIRFLOW__", "STAGING_", "DK_"))}
+        if reference is None:
+            reference = shared
+        assert shared == reference, f"{name} differs from the other Airflow components"
+        assert service["depends_on"]["airflow-init"]["condition"] == "service_completed_successfully"
+    assert services["airflow-apiserver"]["ports"] == ["8080:8080"]
+    assert "airflow-apiserver" in services["airflow-worker"]["depends_on"]
+
+
+def test_staging_database_is_created_by_the_postgres_init_script(services):
+    url = interpolate(services["airflow-scheduler"]["environment"]["STAGING_DATABASE_URL"])
+    assert url.startswith("postgresql+psycopg://") and url.endswith("@postgres/staging")
+    init_mount = next(v for v in services["postgres"]["volumes"] if "docker-entrypoint-initdb.d" in v)
+    init_dir = ROOT / init_mount.split(":")[0]
+    scripts = " ".join(p.read_text(encoding="utf-8") for p in sorted(init_dir.glob("*.sql")))
+    assert re.search(r"CREATE DATABASE staging\b", scripts)
+
+
+def test_project_settings_named_in_compose_exist(services):
+    settings_source = (ROOT / "plugins" / "dingtalk_kingdee" / "settings.py").read_text(encoding="utf-8")
+    env_keys = set(services["airflow-scheduler"]["environment"])
+    for key in sorted(k for k in env_keys if k.startswith(("DK_", "STAGING_"))):
+        assert f'"{key}"' in settings_source, f"{key} is not a setting of settings.py"
+
+
+def test_bind_mounts_and_build_files_exist(services, dockerfile):
+    for name, service in services.items():
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith("."):
+                assert (ROOT / source).exists(), f"{name} mounts missing {source}"
+        build = service.get("build")
+        if build:
+            assert (ROOT / build["context"] / build["dockerfile"]).is_file()
+    assert dockerfile.splitlines()[next(i for i, line in enumerate(dockerfile.splitlines())
+                                        if line.startswith("FROM"))] == "FROM apache/airflow:3.3.2-python3.11"
+    for sources in re.findall(r"^COPY\s+(?:--chown=\S+\s+)?(.+)\s+\S+$", dockerfile, flags=re.M):
+        for source in sources.split():
+            assert (ROOT / source).exists(), f"Dockerfile copies missing {source}"
+
+
+def test_dockerfile_pins_the_airflow_of_the_requirements(dockerfile):
+    pinned = re.search(r"^apache-airflow==(\S+)", (ROOT / "requirements.txt").read_text(), flags=re.M).group(1)
+    assert f"apache/airflow:{pinned}-python3.11" in dockerfile
+    assert f'"apache-airflow=={pinned}"' in dockerfile
+
+
+def test_mounted_project_folders_are_the_ones_airflow_reads(services, dockerfile):
+    env = dockerfile_env(dockerfile)
+    targets = {v.split(":")[1] for v in services["airflow-scheduler"]["volumes"]}
+    for key in ("AIRFLOW__CORE__DAGS_FOLDER", "AIRFLOW__CORE__PLUGINS_FOLDER", "DK_SCHEMES_DIR"):
+        assert any(env[key] == t or env[key].startswith(t + "/") for t in targets), f"{key}={env[key]} not mounted"
+    init_script = services["airflow-init"]["command"][0]
+    copied = re.search(r"^COPY\s+(?:--chown=\S+\s+)?docker/airflow-init\.sh\s+(\S+)$", dockerfile, flags=re.M)
+    assert copied and re.sub(r"\$\{(\w+)\}", lambda m: env[m.group(1)], copied.group(1)) == init_script
+
+
+def test_demo_profile_serves_both_emulators_on_all_interfaces(services):
+    for name, module, port in (("dingtalk-emulator", "dingtalk_kingdee.emulators.dingtalk", "8801"),
+                               ("kingdee-emulator", "dingtalk_kingdee.emulators.kingdee", "8802")):
+        service = services[name]
+        assert service["profiles"] == ["demo"]
+        assert service["entrypoint"][-1] == module and importlib.util.find_spec(module) is not None
+        command = service["command"]
+        assert command[command.index("--host") + 1] == "0.0.0.0"
+        assert command[command.index("--port") + 1] == port
+        assert f"localhost:{port}/_emulator/health" in " ".join(service["healthcheck"]["test"])
+
+
+def test_demo_connections_point_at_the_emulator_services(services):
+    demo = read_env_file(DEMO_ENV)
+    assert demo["COMPOSE_PROFILES"] == "demo"
+    scheme = load_scheme(SCHEME)
+    conn_types = {c["connection-type"] for c in get_provider_info()["connection-types"]}
+    expected = {scheme.source.dingtalk_conn_id: ("dingtalk", "http://dingtalk-emulator:8801"),
+                scheme.target.kingdee_conn_id: ("kingdee", "http://kingdee-emulator:8802/k3cloud/")}
+    env = services["airflow-worker"]["environment"]
+    for conn_id, (conn_type, host) in expected.items():
+        key = f"AIRFLOW_CONN_{conn_id.upper()}"
+        assert interpolate(str(env[key])) == "", f"{key} must be empty without the demo env file"
+        conn = json.loads(interpolate(str(env[key]), demo))
+        assert conn["conn_type"] == conn_type and conn_type in conn_types
+        assert conn["host"] == host
+    # The emulators' default credentials (their CLIs' defaults).
+    assert json.loads(demo["AIRFLOW_CONN_KINGDEE_DEFAULT"])["extra"]["acct_id"] == "demo-acct"
+
+
+def test_named_volumes_are_declared(compose):
+    declared = set(compose["volumes"])
+    for name, service in compose["services"].items():
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if not source.startswith(("/", ".")):
+                assert source in declared, f"{name} uses undeclared volume {source}"
+
+
+def test_init_script_is_valid_bash():
+    import subprocess
+
+    result = subprocess.run(["bash", "-n", str(ROOT / "docker" / "airflow-init.sh")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
