@@ -5,6 +5,7 @@ Needs Airflow's metadata database migrated, which ``make test`` does (AIRFLOW_HO
 
 from __future__ import annotations
 
+import json
 import os
 from datetime import timedelta
 from pathlib import Path
@@ -90,3 +91,18 @@ def test_a_lost_answer_fails_load_and_the_cleared_task_settles_it(world, build_d
     world.assert_no_duplicates()
     payable = {c.instance["business_id"] for c in world.seed if c.truth.payable and c.truth.late_approval_at is None}
     assert set(world.bills_by_business_id()) == payable
+
+
+def test_the_report_alerts_the_group_robot_with_the_rejected_claims(world, build_dag, monkeypatch):
+    from dingtalk_kingdee.emulators.dingtalk import DEMO_ROBOT_TOKEN
+
+    monkeypatch.setenv("AIRFLOW_CONN_DINGDING_DEFAULT", json.dumps(
+        {"conn_type": "dingding", "host": world.dingtalk.base_url, "password": DEMO_ROBOT_TOKEN}))
+    dag_run = trigger(world, build_dag(world.scheme))
+    assert str(dag_run.state) == "success", task_states(dag_run)
+    [message] = world.dingtalk.robot_messages
+    text = message["markdown"]["text"]
+    rejected = [c for c in world.seed if c.truth.expected_reject and c.truth.late_approval_at is None]
+    assert rejected
+    for claim in rejected[:20]:
+        assert claim.instance["business_id"] in text

@@ -37,6 +37,8 @@ CHINA_TZ = timezone(timedelta(hours=8))
 DEFAULT_PROCESS_CODE = "PROC-EXPENSE-DEMO"
 
 # API names used by calls counters, fault targeting and the QPS limiter.
+DEMO_ROBOT_TOKEN = "demo-robot-token"
+ROBOT_MESSAGE_TYPES = frozenset({"text", "markdown", "link", "actionCard", "feedCard"})
 API_GETTOKEN = "gettoken"
 API_LISTIDS = "listids"
 API_GET = "get"
@@ -247,6 +249,9 @@ class DingTalkEmulator:
         self.process_codes: set[str] = set(process_codes)
         self.calls: Counter[str] = Counter()
         self.comments: list[dict] = []
+        # Group-robot webhook (/robot/send): its own access tokens, not the app's.
+        self.robot_tokens: set[str] = {DEMO_ROBOT_TOKEN}
+        self.robot_messages: list[dict] = []
         self.in_flight = 0  # API calls being answered right now
         self.peak_in_flight = 0  # most API calls answered at the same time (shows latency overlaps)
         self.base_url: str | None = None
@@ -413,6 +418,7 @@ class DingTalkEmulator:
                 "statuses": dict(statuses),
                 "process_codes": sorted(self.process_codes),
                 "comments": len(self.comments),
+                "robot_messages": len(self.robot_messages),
                 "calls": dict(self.calls),
                 "faults": [asdict(f) for f in self._faults],
                 "tokens_issued": len(self._tokens),
@@ -744,8 +750,31 @@ class DingTalkEmulator:
         async def comment_add(request: Request) -> Response:
             return await self._run(API_COMMENT, request, self._comment_add)
 
+        @app.post("/robot/send")
+        async def robot_send(request: Request) -> Response:
+            return self._robot_send(request.query_params.get("access_token", ""), await request.body())
+
         self._add_admin_routes(app)
         return app
+
+    def _robot_send(self, token: str, raw: bytes) -> JSONResponse:
+        """The group robot's webhook: checks its token and the message shape, keeps the message."""
+        if token not in self.robot_tokens:
+            # UNVERIFIED: errcode and text the real webhook gives an unknown robot token.
+            return JSONResponse({"errcode": 300001, "errmsg": "token is not exist"})
+        try:
+            message = json.loads(raw or b"null")
+        except ValueError:
+            return JSONResponse({"errcode": 40035, "errmsg": "缺少参数 json"})
+        kind = message.get("msgtype") if isinstance(message, dict) else None
+        body = message.get(kind) if kind else None
+        if kind not in ROBOT_MESSAGE_TYPES or not isinstance(body, dict):
+            return JSONResponse({"errcode": 40035, "errmsg": f"不支持的消息类型 {kind!r} 或缺少消息体"})
+        if kind == "markdown" and not (body.get("title") and body.get("text")):
+            return JSONResponse({"errcode": 40035, "errmsg": "缺少参数 markdown.title 或 markdown.text"})
+        with self._lock:
+            self.robot_messages.append(message)
+        return JSONResponse({"errcode": 0, "errmsg": "ok"})
 
     def _add_admin_routes(self, app: FastAPI) -> None:
         def bad(message: str) -> JSONResponse:

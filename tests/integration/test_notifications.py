@@ -1,0 +1,63 @@
+"""Robot alerts go through the dingding provider's hook to the group-robot webhook, over HTTP."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+
+from dingtalk_kingdee import notifications
+from dingtalk_kingdee.emulators.dingtalk import DEMO_ROBOT_TOKEN
+
+
+@pytest.fixture
+def robot(monkeypatch, dingtalk_emulator):
+    def configure(token: str = DEMO_ROBOT_TOKEN) -> None:
+        monkeypatch.setenv("AIRFLOW_CONN_DINGDING_DEFAULT", json.dumps(
+            {"conn_type": "dingding", "host": dingtalk_emulator.base_url, "password": token}))
+
+    return configure
+
+
+def failure_context(error: Exception) -> dict:
+    ti = SimpleNamespace(dag_id="dingtalk_kingdee_expense_to_paybill", task_id="load",
+                         run_id="scheduled__2026-11-28T08:00:00+00:00", try_number=2)
+    return {"task_instance": ti, "exception": error}
+
+
+def test_no_robot_connection_means_no_alert(monkeypatch, dingtalk_emulator):
+    monkeypatch.delenv("AIRFLOW_CONN_DINGDING_DEFAULT", raising=False)
+    assert notifications.send_robot_markdown("dingding_default", "t", "x") is False
+    notifications.on_task_failure(failure_context(RuntimeError("boom")))
+    assert dingtalk_emulator.robot_messages == []
+
+
+def test_task_failure_alert_names_dag_task_run_and_error(robot, dingtalk_emulator):
+    robot()
+    notifications.on_task_failure(failure_context(RuntimeError("Kingdee did not answer")))
+    [message] = dingtalk_emulator.robot_messages
+    assert message["msgtype"] == "markdown"
+    text = message["markdown"]["text"]
+    for part in ("dingtalk_kingdee_expense_to_paybill", "load", "scheduled__2026-11-28T08:00:00+00:00",
+                 "Kingdee did not answer", "Clear the task"):
+        assert part in text
+
+
+def test_a_refused_alert_never_hides_the_failure(robot, dingtalk_emulator, caplog):
+    robot(token="wrong-token")
+    notifications.on_task_failure(failure_context(RuntimeError("boom")))  # must not raise
+    assert dingtalk_emulator.robot_messages == []
+    assert "could not send the DingTalk robot alert" in caplog.text
+    with pytest.raises(Exception, match=r"300001|token"):
+        notifications.send_robot_markdown("dingding_default", "t", "x")
+
+
+def test_reject_alert_lists_the_rejected_claims():
+    summary = {"rejected_claims": [
+        {"instance_id": "i1", "business_id": "202403051012000123456", "reason_code": "unmapped_employee",
+         "reason": "no Kingdee employee for DingTalk user newhire9001"}]}
+    title, text = notifications.reject_text("expense_to_paybill", "r1", summary)
+    assert "1" in title
+    assert "202403051012000123456" in text and "unmapped_employee" in text and "newhire9001" in text
+    assert notifications.reject_text("expense_to_paybill", "r1", {"rejected_claims": []}) is None
