@@ -150,7 +150,11 @@ def _row_cells(cells: list) -> tuple[dict[str, Any], list[tuple[str, Any]] | Non
             broken = True
             continue
         label = cell.get("label") or cell.get("key")
-        if label is None or label in values:
+        if label is None:
+            continue
+        if label.__class__ is not str:   # labels become column names; a malformed one may be any JSON value
+            label = str(label)
+        if label in values:
             continue
         kind = cell.get("componentType")
         if kind == "TableField":
@@ -539,7 +543,8 @@ def _claims_frame(payloads: list[dict], instance_ids: list[str],
     for column in ("name", "value", "ext_value", "component_type", "id"):
         if column not in comp:
             comp[column] = None
-    comp["name"] = comp["name"].where(comp["name"].notna(), comp["id"])
+    # Labels become column names: always text (a malformed name may be any JSON value).
+    comp["name"] = as_text(comp["name"].where(comp["name"].notna(), comp["id"]))
     comp = comp[comp["name"].notna()]
     comp["instance_id"] = comp.index
     comp = comp.reset_index(drop=True).drop_duplicates(["instance_id", "name"])
@@ -563,10 +568,13 @@ def _claims_frame(payloads: list[dict], instance_ids: list[str],
     return claims, comp.loc[comp["is_table"], ["instance_id", "name", "value"]]
 
 
-def _loads_or_none(text: str) -> Any:
+def _loads_or_none(value: Any) -> Any:
+    """An ext value: DingTalk sends JSON text, but an already decoded object is taken as it is."""
+    if isinstance(value, dict | list):
+        return value
     try:
-        return _decode_json(text)
-    except ValueError:
+        return _decode_json(value)
+    except (ValueError, TypeError):
         return None
 
 

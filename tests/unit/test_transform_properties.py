@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 from pathlib import Path
 
@@ -99,3 +100,76 @@ def test_money_in_equals_money_out_and_each_claim_has_one_outcome(specs: list[di
         assert by_id[instance_id]["status"] in ("RUNNING", "NEW")
     # Within the batch a business_id becomes at most one bill.
     assert result.bills["business_id"].is_unique
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8) | st.sampled_from(["null", "[]", "{", "580"]),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5), children, max_size=3),
+    max_leaves=6)
+
+
+def _mutate(node: object, path: list[int], replacement: object) -> object:
+    """Replace one node of a JSON tree (walking dicts by sorted key position, lists by index)."""
+    if not path:
+        return replacement
+    if isinstance(node, dict) and node:
+        keys = sorted(node, key=str)
+        key = keys[path[0] % len(keys)]
+        return {**node, key: _mutate(node[key], path[1:], replacement)}
+    if isinstance(node, list) and node:
+        i = path[0] % len(node)
+        return [*node[:i], _mutate(node[i], path[1:], replacement), *node[i + 1:]]
+    return replacement
+
+
+def _decoded(payload: dict) -> dict:
+    """The payload with its table JSON texts decoded, so mutations can reach rows and cells."""
+    form = []
+    for component in payload["form_component_values"]:
+        if component.get("component_type") == "TableField":
+            rows = json.loads(component["value"])
+            for row in rows:
+                for cell in row["rowValue"]:
+                    if cell["componentType"] == "TableField":
+                        cell["value"] = json.loads(cell["value"])
+            component = {**component, "value": rows}
+        form.append(component)
+    return {**payload, "form_component_values": form}
+
+
+def _encoded(payload: object) -> object:
+    """Back to DingTalk's shape: table values as JSON text (wherever they still are lists)."""
+    if not isinstance(payload, dict) or not isinstance(payload.get("form_component_values"), list):
+        return payload
+    form = []
+    for component in payload["form_component_values"]:
+        if isinstance(component, dict) and isinstance(component.get("value"), list):
+            rows = component["value"]
+            for row in rows:
+                for cell in (row.get("rowValue") or []) if isinstance(row, dict) else []:
+                    if isinstance(cell, dict) and isinstance(cell.get("value"), list):
+                        cell["value"] = json.dumps(cell["value"], ensure_ascii=False)
+            component = {**component, "value": json.dumps(rows, ensure_ascii=False)}
+        form.append(component)
+    return {**payload, "form_component_values": form}
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.lists(st.integers(min_value=0, max_value=50), min_size=1, max_size=7), JSON_VALUES),
+                min_size=1, max_size=6))
+def test_mutated_payloads_never_raise_and_good_claims_still_map(mutations: list) -> None:
+    payloads = []
+    for i, (path, replacement) in enumerate(mutations):
+        base = _decoded(claim(f"m-{i}", f"MUT{i}", rows=[expense_row("580"), expense_row("20", row_number="r2")]))
+        payloads.append(_encoded(_mutate(base, path, replacement)))
+    good = claim("zz-good", "GOOD")
+    raw = pd.DataFrame({"instance_id": [f"m-{i}" for i in range(len(payloads))] + ["zz-good"],
+                        "payload": [*payloads, good]})
+    result = transform_claims(raw, SCHEME)
+    outcomes = [set(result.bills["instance_id"]), set(result.rejects["instance_id"]),
+                set(result.waiting["instance_id"])]
+    assert sum(len(o) for o in outcomes) == len(raw)
+    assert set().union(*outcomes) == set(raw["instance_id"])
+    assert "zz-good" in outcomes[0]
+    for bill in result.bills.itertuples():
+        assert sum(Decimal(e["FPAYTOTALAMOUNTFOR"]) for e in bill.model["FPAYBILLENTRY"]) == bill.amount > 0
