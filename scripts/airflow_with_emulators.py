@@ -329,6 +329,8 @@ def main(argv: list[str] | None = None) -> None:
         staging_url = os.environ.get("STAGING_DATABASE_URL", "").strip() or f"sqlite:///{STAGING_DB}"
         os.environ["STAGING_DATABASE_URL"] = staging_url
         os.environ["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS"] = "True"
+        # The connection form's Test button (off by default); local and single-user, so safe here.
+        os.environ.setdefault("AIRFLOW__CORE__TEST_CONNECTION", "Enabled")
         print(f"Staging: {staging_url}")
         print("Registering connections in Airflow's metadata DB ...", flush=True)
         airflow_cli("db", "migrate")  # a no-op when current; needed when AIRFLOW_HOME is new
