@@ -191,7 +191,6 @@ def _flatten_tables(tables: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     levels: list[pd.DataFrame] = []            # row metadata per level
     row_values: list[dict[str, Any]] = []      # cell values of every row, in the order of levels
     problems: list[pd.DataFrame] = []
-    next_row_id = 0
     while not tables.empty:
         tables = tables.reset_index(drop=True)
         parsed = [_parse_json_list(v) for v in tables["value"].tolist()]
@@ -218,11 +217,10 @@ def _flatten_tables(tables: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
         rows["row_index"] = rows.groupby(level=0).cumcount()
         row_items = rows["items"].tolist()
         rows["row_key"] = [clean_text(item.get("rowNumber")) for item in row_items]
-        # Integer ids, unique within the chunk: parents are matched on them, not on rowNumber (which
-        # DingTalk does not promise to be present or unique).
-        rows["row_id"] = pd.array(range(next_row_id, next_row_id + len(rows)), dtype="Int64")
-        next_row_id += len(rows)
-        rows["parent_row_id"] = rows["parent_row_id"].astype("Int64")
+        # A path id, unique and stable for a claim: <instance>/报销明细#0/报销明细.项目费用明细#1.
+        # Parents are matched on it, not on rowNumber (DingTalk does not promise one, nor uniqueness).
+        prefix = rows["parent_row_id"].where(rows["parent_row_id"].notna(), rows["instance_id"])
+        rows["row_id"] = prefix.astype(str) + "/" + rows["table"] + "#" + rows["row_index"].astype(str)
         cells = [_row_cells(item["rowValue"]) for item in row_items]
         rows = rows.drop(columns="items").reset_index(drop=True)
 
@@ -237,7 +235,7 @@ def _flatten_tables(tables: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
         parent = rows.iloc[nested["pos"].to_numpy()]
         tables = pd.DataFrame({"instance_id": parent["instance_id"].to_numpy(),
                                "table": (parent["table"] + "." + nested["label"].to_numpy()).to_numpy(),
-                               "parent_row_id": parent["row_id"].array,
+                               "parent_row_id": parent["row_id"].to_numpy(),
                                "parent_row_key": parent["row_key"].to_numpy(),
                                "value": nested["value"].to_numpy()})
         row_values.extend(c[0] for c in cells)
@@ -663,7 +661,7 @@ def _transform(raw: pd.DataFrame, scheme: Scheme, already_billed: Mapping[str, s
     tables = tables[tables["instance_id"].isin(work["instance_id"])]
     rows, problems = _flatten_tables(pd.DataFrame({
         "instance_id": tables["instance_id"], "table": tables["name"],
-        "parent_row_id": pd.Series(pd.NA, index=tables.index, dtype="Int64"),
+        "parent_row_id": pd.Series(None, index=tables.index, dtype=object),
         "parent_row_key": None, "value": tables["value"]}))
     if not problems.empty:
         bid = problems["instance_id"].map(work.set_index("instance_id")["business_id"])
