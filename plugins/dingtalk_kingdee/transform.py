@@ -492,8 +492,15 @@ def _claim_total_checks(scheme: Scheme, claims: pd.DataFrame, totals: pd.Series)
 
 
 def _duplicate_checks(claims: pd.DataFrame, already_billed: Mapping[str, str]) -> list[pd.DataFrame]:
+    """Per business_id the claim created first keeps it (then the earlier finished, then the smaller
+    instance id); a later claim reusing an approval number is the copy."""
     out: list[pd.DataFrame] = []
-    keyed = claims[claims["business_id"].notna()].sort_values("instance_id")
+    keyed = claims[claims["business_id"].notna()]
+    order = pd.DataFrame({
+        key: (parse_china_datetimes(keyed[f"instance.{key}"])[0] if f"instance.{key}" in keyed
+              else pd.Series(pd.NaT, index=keyed.index, dtype="datetime64[ns]"))
+        for key in ("create_time", "finish_time")}).assign(instance_id=keyed["instance_id"])
+    keyed = keyed.loc[order.sort_values(["create_time", "finish_time", "instance_id"], na_position="last").index]
     first = keyed.drop_duplicates("business_id").set_index("business_id")["instance_id"]
     again = keyed["business_id"].duplicated(keep="first")
     if again.any():

@@ -95,7 +95,7 @@ def _bad_corpus() -> list[tuple[str, object, str]]:
     add(34, "not_approved", status="TERMINATED", result="")
     add(35, "not_approved", status="CANCELED", result="")
     add(36, "not_approved", status="COMPLETED", result="refuse")
-    # Same business_id as good-1; the smaller instance id (good-1) keeps it.
+    # Same business_id and times as good-1; the smaller instance id (good-1) keeps it.
     cases.append(("zdup-37", claim("zdup-37", "202403050000000001"), "duplicate_business_id"))
     add(38, "duplicate_business_id", payload=claim("bad-38", "202403059999999999"))
     cases.append(("bad-39", {k: v for k, v in claim("bad-39", "B39").items() if k != "status"}, "missing_field"))
@@ -164,12 +164,20 @@ def test_one_claim_may_have_several_reject_rows_and_is_then_no_bill(scheme: Sche
     assert result.bills.empty and result.waiting.empty
 
 
-def test_duplicate_business_id_keeps_the_smallest_instance_id(scheme: Scheme) -> None:
+def test_duplicate_business_id_keeps_the_claim_created_first(scheme: Scheme) -> None:
+    early = {**claim("z-2", "SAME"), "create_time": "2024-03-01 08:00:00"}
+    late = {**claim("a-1", "SAME"), "create_time": "2024-03-02 08:00:00"}
+    result = transform_claims(pd.DataFrame({"instance_id": ["a-1", "z-2"], "payload": [late, early]}), scheme)
+    assert list(result.bills["instance_id"]) == ["z-2"]
+    assert list(result.rejects["instance_id"]) == ["a-1"]
+    assert "z-2" in result.rejects["reason"].iloc[0]
+
+
+def test_duplicate_business_id_ties_go_to_the_smallest_instance_id(scheme: Scheme) -> None:
     raw = pd.DataFrame({"instance_id": ["z-2", "a-1"], "payload": [claim("z-2", "SAME"), claim("a-1", "SAME")]})
     result = transform_claims(raw, scheme)
     assert list(result.bills["instance_id"]) == ["a-1"]
     assert list(result.rejects["instance_id"]) == ["z-2"]
-    assert "a-1" in result.rejects["reason"].iloc[0]
 
 
 def test_already_billed_under_the_same_instance_maps_again(scheme: Scheme) -> None:
