@@ -275,7 +275,9 @@ class WriteBackSpec(_Strict):
 
     def comment_user_for(self, originator_userid: str) -> str:
         """The DingTalk user the comment is posted as."""
-        return self.comment_userid if self.comment_user == "fixed" else originator_userid  # type: ignore[return-value]
+        if self.comment_user == "fixed" and self.comment_userid:
+            return self.comment_userid
+        return originator_userid
 
     def render_comment(self, **values: object) -> str:
         return self.comment_text.format(**{k: values.get(k, "") for k in COMMENT_PLACEHOLDERS})
