@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -27,9 +28,11 @@ log = logging.getLogger(__name__)
 # DingTalk instance statuses after which a claim never changes again.
 FINAL_STATUSES = frozenset({"COMPLETED", "TERMINATED", "CANCELED"})
 FETCH_CHUNK = 200
+LIST_BATCH = 40
 TRANSFORM_CHUNK = 2000
 # A bill left in "sending" this long belongs to a load that died; younger ones may still be in flight.
 SENDING_LEASE = timedelta(minutes=15)
+COMMENT_WORKERS = 8
 
 
 @dataclass(frozen=True)
@@ -57,30 +60,69 @@ def _unique(ids: Iterable[str]) -> list[str]:
 
 
 def extract(scheme: Scheme, dingtalk, engine: Engine, run: Run) -> dict:
-    """List the claims started in the look-back window and store fresh answers for the unfinished ones."""
+    """List the claims started in the look-back window and store fresh answers for the unfinished ones.
+
+    Listing, the staging check and the detail calls form one stream: details of the first pages are
+    fetched while later pages are still being listed (two APIs, two QPS budgets).
+    """
     if run.instance_ids:
-        listed = _unique(run.instance_ids)
-        log.info("extract: %d claims named by the run", len(listed))
+        source: Iterable[str] = run.instance_ids
+        log.info("extract: %d claims named by the run", len(run.instance_ids))
     else:
         if run.window_end is None or run.window_start is None:
             raise ValueError("extract needs a window (start, end) or instance_ids")
         log.info("extract: listing %s claims started in [%s, %s)", scheme.source.process_code,
                  run.window_start.isoformat(), run.window_end.isoformat())
-        listed = _unique(dingtalk.list_instance_ids(scheme.source.process_code, run.window_start, run.window_end))
-    final = staging.final_instance_ids(engine, scheme.id, listed)
-    staging.mark_seen(engine, scheme.id, final, run.run_id)
-    to_fetch = [i for i in listed if i not in final]
-    log.info("extract: %d listed, %d already final in staging, %d to fetch", len(listed), len(final), len(to_fetch))
+        source = dingtalk.list_instance_ids(scheme.source.process_code, run.window_start, run.window_end)
+    listed: list[str] = []
+    final: list[str] = []
+
+    def unfinished() -> Iterator[str]:
+        """Listed ids not yet final in staging (final claims are never fetched again)."""
+        seen: set[str] = set()
+        batch: list[str] = []
+        for instance_id in _with_end(source):
+            if instance_id is not None and instance_id not in seen:
+                seen.add(instance_id)
+                batch.append(instance_id)
+            if batch and (instance_id is None or len(batch) >= LIST_BATCH):
+                known = staging.final_instance_ids(engine, scheme.id, batch)
+                staging.mark_seen(engine, scheme.id, known, run.run_id)
+                listed.extend(batch)
+                final.extend(known)
+                yield from (i for i in batch if i not in known)
+                batch = []
+
     fetched = changed = 0
-    for part in staging.chunked(to_fetch, FETCH_CHUNK):
-        answers = dict(dingtalk.get_instances(part))
-        missing = set(part) - set(answers)
-        if missing:
-            raise DingTalkUnavailable(f"no detail answer for {len(missing)} claims, e.g. {sorted(missing)[:3]}")
-        changed += staging.upsert_instances(engine, scheme.id, answers, set(FINAL_STATUSES), run.run_id)
-        fetched += len(answers)
-        log.info("extract: fetched %d/%d claim details (%d new or changed)", fetched, len(to_fetch), changed)
+    buffer: dict[str, dict] = {}
+
+    def store() -> None:
+        nonlocal fetched, changed
+        changed += staging.upsert_instances(engine, scheme.id, buffer, set(FINAL_STATUSES), run.run_id)
+        fetched += len(buffer)
+        buffer.clear()
+        log.info("extract: %d listed so far, %d already final, %d details fetched (%d new or changed)",
+                 len(listed), len(final), fetched, changed)
+
+    # Answers are committed every FETCH_CHUNK, so a failure part-way keeps what was already read.
+    for instance_id, answer in dingtalk.get_instances(unfinished()):
+        buffer[instance_id] = answer
+        if len(buffer) >= FETCH_CHUNK:
+            store()
+    if buffer:
+        store()
+    log.info("extract: %d listed, %d already final, %d details fetched (%d new or changed)",
+             len(listed), len(final), fetched, changed)
+    expected = len(listed) - len(final)
+    if fetched != expected:
+        raise DingTalkUnavailable(f"DingTalk answered {fetched} of {expected} detail calls")
     return {"listed": len(listed), "already_final": len(final), "fetched": fetched, "changed": changed}
+
+
+def _with_end(ids: Iterable[str]) -> Iterator[str | None]:
+    """The ids, then None: lets a batching loop flush its last batch in the same place."""
+    yield from ids
+    yield None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -308,9 +350,10 @@ def write_back(scheme: Scheme, dingtalk, engine: Engine, run: Run) -> dict:
     counts = {"ledger_added": added, "comments_sent": 0, "comments_failed": 0}
     if not comments_on:
         return counts
-    for entry in staging.comments_to_send(engine, scheme.id):
-        if run.instance_ids is not None and entry["instance_id"] not in run.instance_ids:
-            continue
+    entries = [e for e in staging.comments_to_send(engine, scheme.id)
+               if run.instance_ids is None or e["instance_id"] in run.instance_ids]
+
+    def comment(entry: dict) -> bool:
         text = scheme.write_back.render_comment(
             bill_number=entry["bill_number"], business_id=entry["business_id"],
             amount=staging.from_cents(entry["amount_cents"]), payee=entry["payee"] or "",
@@ -320,11 +363,17 @@ def write_back(scheme: Scheme, dingtalk, engine: Engine, run: Run) -> dict:
             dingtalk.add_comment(entry["instance_id"], user_id, text)
         except (DingTalkError, DingTalkUnavailable) as exc:
             staging.set_comment_state(engine, scheme.id, entry["instance_id"], "failed", error=str(exc))
-            counts["comments_failed"] += 1
             log.warning("write_back: comment on claim %s failed: %s", entry["instance_id"], exc)
-            continue
+            return False
         staging.set_comment_state(engine, scheme.id, entry["instance_id"], "done")
-        counts["comments_sent"] += 1
+        return True
+
+    # Concurrent like the detail fetch: the hook's shared limiter keeps the calls within the app's QPS.
+    with ThreadPoolExecutor(max_workers=COMMENT_WORKERS, thread_name_prefix="write_back") as pool:
+        for done, sent in enumerate(pool.map(comment, entries), start=1):
+            counts["comments_sent" if sent else "comments_failed"] += 1
+            if done % 200 == 0:
+                log.info("write_back: %d/%d comments", done, len(entries))
     log.info("write_back: %d ledger lines added, %d comments sent, %d failed", added, counts["comments_sent"],
              counts["comments_failed"])
     return counts
