@@ -52,6 +52,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_dingtalk.py
 	$(BIN)/python bench/bench_kingdee.py
 	$(BIN)/python bench/bench_transform.py
+	$(BIN)/python bench/bench_sync.py
 
 # Regenerate the lock from the direct requirements in a scratch venv.
 lock:

@@ -217,18 +217,24 @@ def _is_whole_call_failure(status: ResponseStatus) -> bool:
     return not any((lenient_int(e.get("DIndex")) or 0) >= 1 for e in status.errors)
 
 
-def save_outcomes(payload: Any, model_count: int, service: str = "BatchSave") -> list[SaveOutcome]:
-    """Exactly one SaveOutcome per model, by DIndex, from a BatchSave answer.
-
-    Raises KingdeeError for a whole-call failure, and KingdeeOutcomeUnknown when a saved bill
-    cannot be attributed to a model (a resend could then duplicate it).
-    """
+def _answered_status(payload: Any, service: str) -> ResponseStatus:
+    """The answer's ResponseStatus; KingdeeError when there is none or the whole call failed."""
     status = parse_response_status(payload)
     if status is None:
         raise KingdeeError(f"answer without ResponseStatus: {str(payload)[:200]}", service=service)
     if _is_whole_call_failure(status):
         raise KingdeeError(status.first_message(), msg_code=status.msg_code,
                            errors=[_field_error(e) for e in status.errors], service=service)
+    return status
+
+
+def save_outcomes(payload: Any, model_count: int, service: str = "BatchSave") -> list[SaveOutcome]:
+    """Exactly one SaveOutcome per model, by DIndex, from a BatchSave answer.
+
+    Raises KingdeeError for a whole-call failure, and KingdeeOutcomeUnknown when a saved bill
+    cannot be attributed to a model (a resend could then duplicate it).
+    """
+    status = _answered_status(payload, service)
 
     saved: dict[int, dict] = {}
     for entity in status.successes:
@@ -269,12 +275,7 @@ def save_outcomes(payload: Any, model_count: int, service: str = "BatchSave") ->
 
 def operation_result(payload: Any, service: str) -> OperationResult:
     """Submit / Audit answer → OperationResult; a whole-call failure raises KingdeeError."""
-    status = parse_response_status(payload)
-    if status is None:
-        raise KingdeeError(f"answer without ResponseStatus: {str(payload)[:200]}", service=service)
-    if _is_whole_call_failure(status):
-        raise KingdeeError(status.first_message(), msg_code=status.msg_code,
-                           errors=[_field_error(e) for e in status.errors], service=service)
+    status = _answered_status(payload, service)
     numbers = [str(s["Number"]) for s in status.successes if s.get("Number") not in (None, "")]
     return OperationResult(success=status.is_success, numbers_ok=numbers,
                            errors=[_field_error(e) for e in status.errors], msg_code=status.msg_code)
