@@ -148,7 +148,8 @@ def print_summary(summary: dict, kingdee: KingdeeEmulator, took: float, log_path
     for r in rejected:
         by_reason.setdefault(r["reason_code"], []).append(r)
     for code, items in sorted(by_reason.items(), key=lambda kv: (kv[0] == "not_approved", kv[0])):
-        print(f"    {code} ({len(items)}), e.g. {items[0]['reason']}")
+        claims = len({r["instance_id"] for r in items})
+        print(f"    {code} ({claims} claim{'s' if claims > 1 else ''}), e.g. {items[0]['reason']}")
 
 
 def check(seed, kingdee: KingdeeEmulator, summary: dict, match_field: str) -> None:
