@@ -19,7 +19,7 @@ import pandas as pd
 from sqlalchemy.engine import Engine
 
 from dingtalk_kingdee import staging
-from dingtalk_kingdee.errors import DingTalkError, DingTalkUnavailable, KingdeeOutcomeUnknown
+from dingtalk_kingdee.errors import DingTalkError, DingTalkUnavailable, KingdeeError, KingdeeOutcomeUnknown
 from dingtalk_kingdee.scheme import Scheme
 from dingtalk_kingdee.transform import transform_claims
 
@@ -207,9 +207,17 @@ def _bill_query_fields(scheme: Scheme) -> list[str]:
 def reconcile(scheme: Scheme, kingdee, engine: Engine, run: Run, lease: timedelta = SENDING_LEASE) -> dict:
     """Settle bills whose outcome is unknown by asking Kingdee, before anything is sent again."""
     doubtful = staging.bills_in_doubt(engine, scheme.id, lease, instance_ids=run.instance_ids)
-    found = not_found = 0
+    found, missing = _settle(scheme, kingdee, engine, run.run_id, doubtful, missing_state="pending",
+                             missing_error="not found in Kingdee after an unanswered save; will be sent again")
+    return {"reconciled_found": found, "reconciled_missing": missing}
+
+
+def _settle(scheme: Scheme, kingdee, engine: Engine, run_id: str, doubtful: Sequence[tuple[str, str]],
+            missing_state: str, missing_error: str) -> tuple[int, int]:
+    """Look bills up in Kingdee by the scheme's match field: found → loaded, else → ``missing_state``."""
+    found = missing = 0
     match_field = scheme.target.match_field
-    for part in staging.chunked(doubtful, 200):
+    for part in staging.chunked(list(doubtful), 200):
         by_value = {value: instance_id for instance_id, value in part}
         rows = kingdee.bill_query(scheme.target.form_id, _bill_query_fields(scheme), {match_field: list(by_value)})
         seen: dict[str, dict] = {}
@@ -218,18 +226,18 @@ def reconcile(scheme: Scheme, kingdee, engine: Engine, run: Run, lease: timedelt
         for value, instance_id in by_value.items():
             row = seen.get(value)
             if row is not None:
-                staging.set_bill_state(engine, scheme.id, instance_id, "loaded", run.run_id,
+                staging.set_bill_state(engine, scheme.id, instance_id, "loaded", run_id,
                                        kingdee_id=str(row.get("FID")), bill_number=row.get("FBillNo"),
                                        doc_status=row.get("FDOCUMENTSTATUS"), expect=("unknown", "sending"))
                 found += 1
-                log.info("reconcile: claim %s was saved in Kingdee as %s", instance_id, row.get("FBillNo"))
+                log.info("reconcile: claim %s is in Kingdee as %s", instance_id, row.get("FBillNo"))
             else:
-                staging.set_bill_state(engine, scheme.id, instance_id, "pending", run.run_id,
-                                       error="not found in Kingdee after an unanswered save; will be sent again",
-                                       expect=("unknown", "sending"))
-                not_found += 1
-                log.info("reconcile: claim %s is not in Kingdee; back to pending", instance_id)
-    return {"reconciled_found": found, "reconciled_missing": not_found}
+                staging.set_bill_state(engine, scheme.id, instance_id, missing_state, run_id,
+                                       error=missing_error, expect=("unknown", "sending"))
+                missing += 1
+                log.info("reconcile: claim %s has no bill in Kingdee (%s=%s): %s", instance_id, match_field, value,
+                         missing_state)
+    return found, missing
 
 
 def _is_duplicate_number(errors) -> bool:
@@ -266,7 +274,7 @@ def load(scheme: Scheme, kingdee, engine: Engine, run: Run) -> dict:
             log.error("load: no answer for a batch of %d bills (%s); they will be reconciled before any resend",
                       len(claimed), exc)
             break
-        except Exception as exc:
+        except KingdeeError as exc:
             # Kingdee answered and refused the whole call: nothing was saved, so the batch may go again.
             for c in claimed:
                 staging.set_bill_state(engine, scheme.id, c.instance_id, "pending", run.run_id, error=str(exc),
@@ -292,12 +300,16 @@ def load(scheme: Scheme, kingdee, engine: Engine, run: Run) -> dict:
                 log.warning("load: Kingdee refused the bill of claim %s (business_id %s): %s",
                             claim.instance_id, claim.business_id, reason)
         if duplicates:
-            settled = reconcile(scheme, kingdee, engine, Run(run.run_id, instance_ids=tuple(duplicates)),
-                                lease=timedelta(0))
-            counts["loaded"] += settled["reconciled_found"]
-            for instance_id in staging.bills_in_doubt(engine, scheme.id, timedelta(0), tuple(duplicates)):
-                staging.set_bill_state(engine, scheme.id, instance_id[0], "failed", run.run_id,
-                                       error="Kingdee holds another bill with this number", expect=("pending",))
+            # Found by the match field: our own earlier save. Not found: the number belongs to another
+            # bill, and resending would only be refused again.
+            found, clashing = _settle(
+                scheme, kingdee, engine, run.run_id,
+                staging.bills_in_doubt(engine, scheme.id, timedelta(0), tuple(duplicates)), missing_state="failed",
+                missing_error=f"Kingdee already holds another bill with this FBillNo (none with this "
+                              f"{target.match_field}): change the FBillNo mapping or the other bill, then replay",
+            )
+            counts["loaded"] += found
+            counts["failed"] += clashing
         log.info("load: %d sent, %d loaded, %d refused so far", counts["sent"], counts["loaded"], counts["failed"])
 
     if not auto_audit and (target.submit or target.audit):

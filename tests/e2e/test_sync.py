@@ -6,6 +6,7 @@ overlapping scheduled runs, lost answers, crashed tasks, dry runs and replays.
 
 from __future__ import annotations
 
+import json
 import threading
 from datetime import timedelta
 from decimal import Decimal
@@ -230,3 +231,25 @@ def test_write_back_comments_once_per_bill(world):
         assert bill["bill_number"] in by_instance[instance_id]["text"]
     world.run()
     assert len(world.dingtalk.comments) == len(comments)
+
+
+def test_a_bill_number_taken_by_another_bill_fails_that_claim_without_looping(world):
+    world.run(dry_run=True)  # pending bills in staging, nothing in Kingdee
+    pending = staging.bills_by_instance(world.engine, world.scheme.id)
+    victim = sorted(pending.values(), key=lambda b: b["instance_id"])[0]
+    # Someone keyed a bill by hand with the number this claim would get.
+    foreign = {**json.loads(victim["model"]), "FTHIRDBILLNO": "ENTERED-BY-HAND"}
+    _, kingdee = world.hooks()
+    [outcome] = kingdee.batch_save("AP_PAYBILL", [foreign], world.scheme.batch_save_options())
+    assert outcome.success
+
+    world.run()
+    bills = staging.bills_by_instance(world.engine, world.scheme.id)
+    assert bills[victim["instance_id"]]["state"] == "failed"
+    assert "FBillNo" in bills[victim["instance_id"]]["last_error"]
+    others = {b["business_id"] for b in bills.values() if b["state"] == "loaded"}
+    assert others == set(payable_now(world)) - {victim["business_id"]}
+    assert world.bills_by_business_id()["ENTERED-BY-HAND"]  # the other bill is left as it was
+    saves = world.kingdee.calls["BatchSave"]
+    world.run()
+    assert world.kingdee.calls["BatchSave"] == saves
