@@ -25,7 +25,8 @@ DOC_TEMPLATE = """\
 
 Every hour this DAG re-lists the DingTalk approvals of template `{process_code}` started in the last
 {lookback_days} days (claims are selected by START time and often approved days later), fetches the
-details of those not yet final, and turns each fully approved claim (COMPLETED / agree) into one
+details of those not yet final (and of every stored claim still running, however old), and turns each
+fully approved claim (COMPLETED / agree) into one
 Kingdee `{form_id}` bill through BatchSave on connection `{kingdee_conn_id}`.
 
 **Tasks** `extract` → `transform` → `load` → `write_back` → `report`; data sits in the staging tables

@@ -7,6 +7,7 @@ staging says things stand. The DAG factory wires them; tests and benchmarks call
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 from collections.abc import Iterable, Iterator, Sequence
@@ -73,7 +74,11 @@ def extract(scheme: Scheme, dingtalk, engine: Engine, run: Run) -> dict:
             raise ValueError("extract needs a window (start, end) or instance_ids")
         log.info("extract: listing %s claims started in [%s, %s)", scheme.source.process_code,
                  run.window_start.isoformat(), run.window_end.isoformat())
-        source = dingtalk.list_instance_ids(scheme.source.process_code, run.window_start, run.window_end)
+        # Claims still running when they leave the look-back window are known ids: read them too.
+        source = itertools.chain(
+            dingtalk.list_instance_ids(scheme.source.process_code, run.window_start, run.window_end),
+            staging.unfinished_instance_ids(engine, scheme.id),
+        )
     listed: list[str] = []
     final: list[str] = []
 

@@ -259,6 +259,15 @@ def final_instance_ids(engine: Engine, scheme_id: str, instance_ids: Iterable[st
     return found
 
 
+def unfinished_instance_ids(engine: Engine, scheme_id: str) -> list[str]:
+    """Claims stored while not yet final: re-read every run, even once outside the look-back window."""
+    with engine.connect() as conn:
+        return list(conn.execute(
+            sa.select(instances.c.instance_id).where(instances.c.scheme_id == scheme_id,
+                                                     instances.c.is_final.is_(False))
+            .order_by(instances.c.instance_id)).scalars())
+
+
 def mark_seen(engine: Engine, scheme_id: str, instance_ids: Iterable[str], run_id: str) -> None:
     """Record that this run listed these (already final) claims, for the run's report."""
     ids = list(instance_ids)

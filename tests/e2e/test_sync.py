@@ -253,3 +253,14 @@ def test_a_bill_number_taken_by_another_bill_fails_that_claim_without_looping(wo
     saves = world.kingdee.calls["BatchSave"]
     world.run()
     assert world.kingdee.calls["BatchSave"] == saves
+
+
+def test_a_claim_approved_after_it_left_the_look_back_window_is_still_loaded(world):
+    world.run()
+    late = world.approve_late()
+    # The next run's window no longer covers when these claims were started.
+    world.run(window_start=world.now - timedelta(hours=1), window_end=world.now)
+    stored = world.bills_by_business_id()
+    for claim in late:
+        assert claim.instance["business_id"] in stored
+    world.assert_no_duplicates()
