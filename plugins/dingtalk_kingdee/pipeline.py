@@ -179,7 +179,9 @@ def transform(scheme: Scheme, engine: Engine, run: Run) -> dict:
         after = batch[-1][0]
         ids = [b[0] for b in batch]
         raw = pd.DataFrame({"instance_id": ids, "payload": [b[1] for b in batch]})
-        result = transform_claims(raw, scheme, staging.already_billed(engine, scheme.id, exclude=ids))
+        business_ids = [str(b[1].get("business_id") or "") for b in batch if isinstance(b[1], dict)]
+        billed = staging.already_billed(engine, scheme.id, business_ids, exclude=ids)
+        result = transform_claims(raw, scheme, billed)
         new_bills = [
             staging.BillRecord(instance_id=str(r["instance_id"]), business_id=str(r["business_id"]),
                                match_value=str(r["match_value"]), amount=Decimal(r["amount"]),

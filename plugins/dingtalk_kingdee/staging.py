@@ -352,12 +352,19 @@ def instances_to_transform(engine: Engine, scheme_id: str, limit: int, after: st
         return [(r.instance_id, json.loads(r.payload), r.payload_version) for r in conn.execute(q)]
 
 
-def already_billed(engine: Engine, scheme_id: str, exclude: Iterable[str] = ()) -> dict[str, str]:
-    """business_id → instance_id of every bill of the scheme, other than the claims in ``exclude``."""
+def already_billed(engine: Engine, scheme_id: str, business_ids: Iterable[str],
+                   exclude: Iterable[str] = ()) -> dict[str, str]:
+    """business_id → instance_id of the scheme's bills for these business_ids, other than the claims in
+    ``exclude`` (the transform's duplicate check needs no more than the chunk's own business_ids)."""
     skip = set(exclude)
-    q = sa.select(bills.c.business_id, bills.c.instance_id).where(bills.c.scheme_id == scheme_id)
+    wanted = sorted({b for b in business_ids if b})
+    found: dict[str, str] = {}
     with engine.connect() as conn:
-        return {r.business_id: r.instance_id for r in conn.execute(q) if r.instance_id not in skip}
+        for part in chunked(wanted, 500):
+            q = sa.select(bills.c.business_id, bills.c.instance_id).where(
+                bills.c.scheme_id == scheme_id, bills.c.business_id.in_(part))
+            found.update({r.business_id: r.instance_id for r in conn.execute(q) if r.instance_id not in skip})
+    return found
 
 
 @dataclass(frozen=True)

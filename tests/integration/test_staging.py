@@ -160,3 +160,9 @@ def test_ledger_is_written_once_per_loaded_bill(engine):
     assert (entry["instance_id"], entry["bill_number"], entry["amount_cents"]) == ("a", "FKD1", 1050)
     staging.set_comment_state(engine, SCHEME, "a", "done")
     assert staging.comments_to_send(engine, SCHEME) == []
+
+
+def test_already_billed_answers_for_the_asked_business_ids_only(engine):
+    store_bills(engine, ["a", "b", "c"])
+    assert staging.already_billed(engine, SCHEME, ["Ba", "Bc", "Bzz", ""]) == {"Ba": "a", "Bc": "c"}
+    assert staging.already_billed(engine, SCHEME, ["Ba", "Bc"], exclude=["a"]) == {"Bc": "c"}
