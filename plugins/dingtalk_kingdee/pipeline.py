@@ -7,7 +7,6 @@ staging says things stand. The DAG factory wires them; tests and benchmarks call
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 from collections.abc import Iterable, Iterator, Sequence
@@ -20,7 +19,13 @@ import pandas as pd
 from sqlalchemy.engine import Engine
 
 from dingtalk_kingdee import staging
-from dingtalk_kingdee.errors import DingTalkError, DingTalkUnavailable, KingdeeError, KingdeeOutcomeUnknown
+from dingtalk_kingdee.errors import (
+    DingTalkError,
+    DingTalkUnavailable,
+    KingdeeAuthError,
+    KingdeeError,
+    KingdeeOutcomeUnknown,
+)
 from dingtalk_kingdee.scheme import Scheme
 from dingtalk_kingdee.transform import transform_claims
 
@@ -34,6 +39,9 @@ TRANSFORM_CHUNK = 2000
 # A bill left in "sending" this long belongs to a load that died; younger ones may still be in flight.
 SENDING_LEASE = timedelta(minutes=15)
 COMMENT_WORKERS = 8
+# MsgCodes of a whole-call refusal that a model's content can cause (4 exception, 8 bad parameter,
+# 9 field or value does not exist, 11 validation failed, 12 not allowed).
+MODEL_ERROR_CODES = frozenset({4, 8, 9, 11, 12})
 
 
 @dataclass(frozen=True)
@@ -74,11 +82,7 @@ def extract(scheme: Scheme, dingtalk, engine: Engine, run: Run) -> dict:
             raise ValueError("extract needs a window (start, end) or instance_ids")
         log.info("extract: listing %s claims started in [%s, %s)", scheme.source.process_code,
                  run.window_start.isoformat(), run.window_end.isoformat())
-        # Claims still running when they leave the look-back window are known ids: read them too.
-        source = itertools.chain(
-            dingtalk.list_instance_ids(scheme.source.process_code, run.window_start, run.window_end),
-            staging.unfinished_instance_ids(engine, scheme.id),
-        )
+        source = dingtalk.list_instance_ids(scheme.source.process_code, run.window_start, run.window_end)
     listed: list[str] = []
     final: list[str] = []
 
@@ -116,12 +120,34 @@ def extract(scheme: Scheme, dingtalk, engine: Engine, run: Run) -> dict:
             store()
     if buffer:
         store()
-    log.info("extract: %d listed, %d already final, %d details fetched (%d new or changed)",
-             len(listed), len(final), fetched, changed)
     expected = len(listed) - len(final)
     if fetched != expected:
         raise DingTalkUnavailable(f"DingTalk answered {fetched} of {expected} detail calls")
-    return {"listed": len(listed), "already_final": len(final), "fetched": fetched, "changed": changed}
+
+    # Claims stored while running that this listing no longer covers (started before the look-back
+    # window) are still read until they are final. One that DingTalk refuses to show is reported and
+    # read again next run; it never holds up the others.
+    stale: list[str] = []
+    unreadable: dict[str, str] = {}
+    if not run.instance_ids:
+        listed_ids = set(listed)
+        stale = [i for i in staging.unfinished_instance_ids(engine, scheme.id) if i not in listed_ids]
+    for instance_id in stale:
+        try:
+            buffer[instance_id] = dingtalk.get_instance(instance_id)
+        except DingTalkError as exc:
+            unreadable[instance_id] = str(exc)
+            log.warning("extract: claim %s (stored while running) cannot be read: %s", instance_id, exc)
+            continue
+        if len(buffer) >= FETCH_CHUNK:
+            store()
+    if buffer:
+        store()
+    log.info("extract: %d listed, %d already final, %d details fetched (%d new or changed)%s",
+             len(listed), len(final), fetched, changed,
+             f", {len(unreadable)} unreadable: {sorted(unreadable)[:10]}" if unreadable else "")
+    return {"listed": len(listed), "already_final": len(final), "outside_window": len(stale),
+            "fetched": fetched, "changed": changed, "unreadable": sorted(unreadable)[:50]}
 
 
 def _with_end(ids: Iterable[str]) -> Iterator[str | None]:
@@ -234,7 +260,7 @@ def _settle(scheme: Scheme, kingdee, engine: Engine, run_id: str, doubtful: Sequ
             row = seen.get(value)
             if row is not None:
                 staging.set_bill_state(engine, scheme.id, instance_id, "loaded", run_id,
-                                       kingdee_id=str(row.get("FID")), bill_number=row.get("FBillNo"),
+                                       kingdee_id=_text_or_none(row.get("FID")), bill_number=row.get("FBillNo"),
                                        doc_status=row.get("FDOCUMENTSTATUS"), expect=("unknown", "sending"))
                 found += 1
                 log.info("reconcile: claim %s is in Kingdee as %s", instance_id, row.get("FBillNo"))
@@ -245,6 +271,10 @@ def _settle(scheme: Scheme, kingdee, engine: Engine, run_id: str, doubtful: Sequ
                 log.info("reconcile: claim %s has no bill in Kingdee (%s=%s): %s", instance_id, match_field, value,
                          missing_state)
     return found, missing
+
+
+def _text_or_none(value) -> str | None:
+    return None if value is None else str(value)
 
 
 def _is_duplicate_number(errors) -> bool:
@@ -266,10 +296,18 @@ def load(scheme: Scheme, kingdee, engine: Engine, run: Run) -> dict:
     counts.update(sent=0, loaded=0, failed=0, unknown=0)
     options = scheme.batch_save_options()
     auto_audit = target.auto_submit_and_audit
+    # Bills of a batch Kingdee refused as a whole go again one by one, to find the model at fault.
+    one_by_one: list[str] = []
     while True:
-        _, claimed = staging.claim_for_sending(engine, scheme.id, target.batch_size, instance_ids=run.instance_ids)
-        if not claimed:
-            break
+        if one_by_one:
+            _, claimed = staging.claim_for_sending(engine, scheme.id, 1, instance_ids=[one_by_one.pop(0)])
+            if not claimed:
+                continue
+        else:
+            _, claimed = staging.claim_for_sending(engine, scheme.id, target.batch_size,
+                                                   instance_ids=run.instance_ids)
+            if not claimed:
+                break
         counts["sent"] += len(claimed)
         try:
             outcomes = kingdee.batch_save(target.form_id, [c.model for c in claimed], options)
@@ -282,16 +320,37 @@ def load(scheme: Scheme, kingdee, engine: Engine, run: Run) -> dict:
                       len(claimed), exc)
             break
         except KingdeeError as exc:
-            # Kingdee answered and refused the whole call: nothing was saved, so the batch may go again.
+            if exc.msg_code not in MODEL_ERROR_CODES or isinstance(exc, KingdeeAuthError):
+                # Refused for a reason no model can cure (session, permission, limits): try again later.
+                for c in claimed:
+                    staging.set_bill_state(engine, scheme.id, c.instance_id, "pending", run.run_id,
+                                           error=str(exc), expect=("sending",))
+                raise
+            if len(claimed) == 1:
+                [claim] = claimed
+                staging.set_bill_state(engine, scheme.id, claim.instance_id, "failed", run.run_id,
+                                       error=str(exc), expect=("sending",))
+                counts["failed"] += 1
+                log.warning("load: Kingdee refused the bill of claim %s (business_id %s): %s",
+                            claim.instance_id, claim.business_id, exc)
+                continue
+            # A model of the batch is at fault, which one is not said. Whether any of the others were
+            # kept is not documented either: settle them by query, then send the rest one by one.
             for c in claimed:
-                staging.set_bill_state(engine, scheme.id, c.instance_id, "pending", run.run_id, error=str(exc),
+                staging.set_bill_state(engine, scheme.id, c.instance_id, "unknown", run.run_id, error=str(exc),
                                        expect=("sending",))
-            raise
+            found, _ = _settle(scheme, kingdee, engine, run.run_id, [(c.instance_id, c.match_value) for c in claimed],
+                               missing_state="pending", missing_error=str(exc))
+            counts["loaded"] += found
+            one_by_one.extend(c.instance_id for c in claimed)
+            log.warning("load: Kingdee refused a batch of %d bills as a whole (%s); sending them one by one",
+                        len(claimed), exc)
+            continue
         duplicates: list[str] = []
         for claim, outcome in zip(claimed, outcomes, strict=True):
             if outcome.success:
                 staging.set_bill_state(engine, scheme.id, claim.instance_id, "loaded", run.run_id,
-                                       kingdee_id=str(outcome.kingdee_id), bill_number=outcome.number,
+                                       kingdee_id=_text_or_none(outcome.kingdee_id), bill_number=outcome.number,
                                        doc_status="C" if auto_audit else "A", expect=("sending",))
                 counts["loaded"] += 1
             elif _is_duplicate_number(outcome.errors):
@@ -380,9 +439,14 @@ def write_back(scheme: Scheme, dingtalk, engine: Engine, run: Run) -> dict:
         user_id = scheme.write_back.comment_user_for(json.loads(entry["payload"]).get("originator_userid", ""))
         try:
             dingtalk.add_comment(entry["instance_id"], user_id, text)
-        except (DingTalkError, DingTalkUnavailable) as exc:
+        except DingTalkError as exc:
             staging.set_comment_state(engine, scheme.id, entry["instance_id"], "failed", error=str(exc))
-            log.warning("write_back: comment on claim %s failed: %s", entry["instance_id"], exc)
+            log.warning("write_back: DingTalk refused the comment on claim %s: %s", entry["instance_id"], exc)
+            return False
+        except DingTalkUnavailable as exc:
+            # It may have been posted: not sent again.
+            staging.set_comment_state(engine, scheme.id, entry["instance_id"], "unknown", error=str(exc))
+            log.warning("write_back: no answer to the comment on claim %s: %s", entry["instance_id"], exc)
             return False
         staging.set_comment_state(engine, scheme.id, entry["instance_id"], "done")
         return True

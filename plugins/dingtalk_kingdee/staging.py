@@ -121,7 +121,8 @@ writeback = sa.Table(
     sa.Column("amount_cents", sa.BigInteger, nullable=False),
     sa.Column("loaded_at", sa.DateTime(timezone=True)),
     sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("comment_state", sa.String(16), nullable=False),  # off | pending | done | failed
+    # off | pending | done | failed (DingTalk refused it) | unknown (no answer: it may have been posted)
+    sa.Column("comment_state", sa.String(16), nullable=False),
     sa.Column("comment_error", sa.Text),
     sa.Column("commented_at", sa.DateTime(timezone=True)),
 )
@@ -419,7 +420,9 @@ def save_transform(engine: Engine, scheme_id: str, versions: Mapping[str, int], 
         counts["kept_sent"] = len(locked)
         for part in chunked(open_ids, 500):
             conn.execute(rejects.delete().where(rejects.c.scheme_id == scheme_id, rejects.c.instance_id.in_(part)))
-            conn.execute(bills.delete().where(bills.c.scheme_id == scheme_id, bills.c.instance_id.in_(part)))
+            # Only bills not yet sent are replaced; the state filter holds even if a claim slipped in.
+            conn.execute(bills.delete().where(bills.c.scheme_id == scheme_id, bills.c.instance_id.in_(part),
+                                              bills.c.state.in_(("pending", "failed"))))
         for part in chunked(claim_ids, 500):
             conn.execute(rows.delete().where(rows.c.scheme_id == scheme_id, rows.c.instance_id.in_(part)))
         bill_values = [
@@ -430,7 +433,8 @@ def save_transform(engine: Engine, scheme_id: str, versions: Mapping[str, int], 
             for b in new_bills if b.instance_id not in locked
         ]
         if bill_values:
-            conn.execute(bills.insert(), bill_values)
+            # A row still there was sent meanwhile: keep it. (A clash on match_value still raises.)
+            _upsert(conn, bills, bill_values, ("scheme_id", "instance_id"), ())
         counts["bills"] = len(bill_values)
         reject_values = [
             dict(scheme_id=scheme_id, instance_id=r.instance_id, business_id=r.business_id, field=r.field,
@@ -495,6 +499,7 @@ def claim_for_sending(engine: Engine, scheme_id: str, limit: int,
     token = uuid.uuid4().hex
     stamp = now()
     with engine.begin() as conn:
+        _lock_scheme(conn, scheme_id)  # never between a transform's look at sent bills and its rewrite
         cond = [bills.c.scheme_id == scheme_id, bills.c.state.in_(SENDABLE_STATES)]
         if instance_ids is not None:
             cond.append(bills.c.instance_id.in_(list(instance_ids)))
@@ -581,10 +586,12 @@ def record_ledger(engine: Engine, scheme_id: str, comments_enabled: bool) -> int
 
 
 def comments_to_send(engine: Engine, scheme_id: str) -> list[dict]:
+    """Ledger lines whose comment is still to be posted. A comment that failed or got no answer is not
+    posted again by itself: an employee seeing "paid" twice is worse than a missing note."""
     q = (sa.select(writeback, instances.c.payload)
          .join(instances, sa.and_(instances.c.scheme_id == writeback.c.scheme_id,
                                   instances.c.instance_id == writeback.c.instance_id))
-         .where(writeback.c.scheme_id == scheme_id, writeback.c.comment_state.in_(("pending", "failed")))
+         .where(writeback.c.scheme_id == scheme_id, writeback.c.comment_state == "pending")
          .order_by(writeback.c.instance_id))
     with engine.connect() as conn:
         return [dict(r._mapping) for r in conn.execute(q)]
@@ -624,6 +631,11 @@ def summary(engine: Engine, scheme_id: str, run_id: str | None = None) -> dict:
             .where(rejects.c.scheme_id == scheme_id, rejects.c.instance_id.in_(sa.select(seen.c.instance_id)))
             .group_by(rejects.c.reason_code)
         ).all()
+        comment_rows = conn.execute(
+            sa.select(writeback.c.comment_state, sa.func.count().label("n"))
+            .where(writeback.c.scheme_id == scheme_id, writeback.c.instance_id.in_(sa.select(seen.c.instance_id)))
+            .group_by(writeback.c.comment_state)
+        ).all()
         rejected_claims = conn.execute(
             sa.select(rejects.c.instance_id, rejects.c.business_id, rejects.c.reason_code, rejects.c.reason)
             .where(rejects.c.scheme_id == scheme_id, rejects.c.instance_id.in_(sa.select(seen.c.instance_id)))
@@ -640,6 +652,7 @@ def summary(engine: Engine, scheme_id: str, run_id: str | None = None) -> dict:
         "bills_by_state": {r.state: r.n for r in bill_rows},
         "money_by_state": {r.state: str(from_cents(r.cents)) for r in bill_rows},
         "rejected_by_reason": {r.reason_code: r.n for r in reject_rows},
+        "comments_by_state": {r.comment_state: r.n for r in comment_rows},
         "rejected_claims": [
             {"instance_id": r.instance_id, "business_id": r.business_id, "reason_code": r.reason_code,
              "reason": r.reason}

@@ -1,4 +1,4 @@
-"""Review findings: scenarios the sync gets wrong today, each a strict xfail until it is fixed."""
+"""Scenarios found by reviewing the sync: claims that must not stall, comments that must not repeat."""
 
 from __future__ import annotations
 
@@ -7,15 +7,12 @@ from collections import Counter
 import pytest
 
 from dingtalk_kingdee import pipeline, staging
-from dingtalk_kingdee.errors import DingTalkError, DingTalkUnavailable
+from dingtalk_kingdee.errors import DingTalkUnavailable
 from tests.e2e.test_sync import payable_now
 
 pytestmark = pytest.mark.e2e
 
 
-@pytest.mark.xfail(strict=True, raises=DingTalkError, reason=(
-    "extract re-reads every stored unfinished claim; one that DingTalk no longer returns (deleted, "
-    "or the app lost access) raises a permanent DingTalkError on every run, so no claim is paid again"))
 def test_one_vanished_running_claim_does_not_stop_every_other_claim_from_being_paid(world):
     # A claim stored while still running, since deleted in DingTalk (the emulator does not know it).
     staging.upsert_instances(world.engine, world.scheme.id, {
@@ -23,9 +20,10 @@ def test_one_vanished_running_claim_does_not_stop_every_other_claim_from_being_p
                            "create_time": "2024-05-01 09:00:00", "form_component_values": []},
     }, set(pipeline.FINAL_STATUSES), "earlier_run")
 
-    world.run()
+    summary = world.run()
 
     assert set(world.bills_by_business_id()) == set(payable_now(world))
+    assert "PROC-GONE-0001" in summary["text"]  # the report names the claim that could not be read
 
 
 class _AnswerLostOnce:
@@ -46,10 +44,6 @@ class _AnswerLostOnce:
                                       "may not have taken effect, so it is not repeated blindly")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "write_back treats DingTalkUnavailable from add_comment (the hook's 'may have taken effect') like a "
-    "refusal: state 'failed', and every later run posts the comment again (pipeline.py:383-386, "
-    "staging.comments_to_send selects 'failed')"))
 def test_a_comment_whose_answer_was_lost_is_not_posted_twice(world):
     dingtalk, kingdee = world.hooks()
     flaky = _AnswerLostOnce(dingtalk)
@@ -65,3 +59,36 @@ def test_a_comment_whose_answer_was_lost_is_not_posted_twice(world):
 
     per_instance = Counter(c["process_instance_id"] for c in world.dingtalk.comments)
     assert {k: n for k, n in per_instance.items() if n > 1} == {}
+
+
+def _pending_bill_ids(world) -> list[str]:
+    return sorted(b["instance_id"] for b in staging.bills_by_instance(world.engine, world.scheme.id).values()
+                  if b["state"] == "pending")
+
+
+def test_a_batch_refused_as_a_whole_is_settled_then_sent_one_by_one(world):
+    world.run(dry_run=True)
+    pending = _pending_bill_ids(world)
+    world.kingdee.inject("refuse_whole_call", service="BatchSave", times=1)
+    world.run()
+    world.assert_no_duplicates()
+    assert set(world.bills_by_business_id()) == set(payable_now(world))
+    # First batch refused (1 call), its bills sent one by one, the rest in batches of the scheme's size.
+    batch = world.scheme.target.batch_size
+    first = min(batch, len(pending))
+    rest = len(pending) - first
+    assert world.kingdee.calls["BatchSave"] == 1 + first + -(-rest // batch)
+
+
+def test_a_single_bill_refused_as_a_whole_fails_alone_and_blocks_nothing(world):
+    world.run(dry_run=True)
+    victim = _pending_bill_ids(world)[0]
+    world.kingdee.inject("refuse_whole_call", service="BatchSave", times=1)
+    one = world.scheme.model_copy(update={"target": world.scheme.target.model_copy(update={"batch_size": 1})})
+    world.run(scheme=one)  # returns normally: the refused bill is failed, every other bill is loaded
+    bills = staging.bills_by_instance(world.engine, world.scheme.id)
+    assert bills[victim]["state"] == "failed" and "MsgCode 8" in bills[victim]["last_error"]
+    assert {b["state"] for i, b in bills.items() if i != victim} == {"loaded"}
+    saves = world.kingdee.calls["BatchSave"]
+    world.run(scheme=one)
+    assert world.kingdee.calls["BatchSave"] == saves  # the failed bill waits for a fix and a replay

@@ -393,6 +393,8 @@ FAULT_KINDS = {
     "session_lost": "forget every session before handling the call",
     "drop": "abort the connection without processing the call",
     "commit_then_drop": "process and commit the call, then abort the connection without answering",
+    "refuse_whole_call": "answer IsSuccess false, MsgCode 8, one error at DIndex 0, saving nothing "
+                         "(a refusal that names no model, as a server exception inside a batch does)",
 }
 
 
@@ -704,6 +706,8 @@ class KingdeeEmulator:
         if "session_lost" in kinds:
             self.drop_sessions()
         body = await request.body()
+        if "refuse_whole_call" in kinds and self._authenticate(request) is None:
+            return json_response(error_result("第1条数据的格式不正确，请检查后重试", MSG_PARAM, "Model"))
         response = self._dispatch(service_name, service, body, request)
         if "commit_then_drop" in kinds:
             request.scope[DROP_SCOPE_KEY] = True
