@@ -20,7 +20,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
+from pandas.core.internals.construction import convert_object_array
 
 from dingtalk_kingdee.scheme import FieldMapping, Scheme, SourcePath, parse_template
 from dingtalk_kingdee.transform_values import (
@@ -44,11 +46,38 @@ REASON_CODES = frozenset({
 })
 
 try:  # msgspec (installed with Airflow) decodes the table JSON about twice as fast as json
+    import msgspec
     from msgspec import json as _msgspec_json
 
     _decode_json = _msgspec_json.decode
+
+    class _Cell(msgspec.Struct, gc=False):
+        """A table cell as the well-formed table JSON has it; other keys are skipped while decoding."""
+        label: Any = None
+        key: Any = None
+        componentType: Any = None
+        value: Any = None
+        extendValue: Any = None
+
+    class _Row(msgspec.Struct, gc=False):
+        rowValue: list[_Cell]
+        rowNumber: Any = None
+
+    # Decoding well-formed tables straight into these structs is about a third faster than into
+    # dicts and cheaper to free; anything else (a cell that is not an object, an item without a
+    # rowValue list, ...) fails validation and takes the generic path with its exact problem texts.
+    _decode_rows = _msgspec_json.Decoder(list[_Row]).decode
+    _TYPED_DECODE_ERRORS: tuple[type[Exception], ...] = (msgspec.ValidationError, msgspec.DecodeError)
 except ImportError:  # pragma: no cover - plain json gives the same results
     _decode_json = json.loads
+
+    class _Row:  # type: ignore[no-redef]  # never instantiated: every table takes the generic path
+        rowValue: list
+        rowNumber: Any
+
+    _Cell = Any  # type: ignore[misc,assignment]
+    _decode_rows = None
+    _TYPED_DECODE_ERRORS = ()
 
 # Lists on the instance that are not claim fields; kept out of the claims frame.
 _INSTANCE_LISTS = ("form_component_values", "operation_records", "tasks", "cc_userids",
@@ -135,14 +164,65 @@ def _parse_json_list(value: Any) -> tuple[Any, str | None]:
     return parsed, None
 
 
-def _row_cells(cells: list) -> tuple[dict[str, Any], list[tuple[str, Any]] | None, bool]:
-    """One table row's cells → {label: value, "<label>.ext": extendValue}, nested table cells, broken.
+class _Columns:
+    """Cell values written straight into per-label columns (row positions + values), in the order a
+    list of ``{label: value}`` dicts would give: the first cell of a label in a row wins, a later
+    ``.ext`` of the same label replaces the earlier one, and columns appear in first-seen order.
 
-    Cells are pivoted here rather than with explode + DataFrame + pivot: measured on 5,000 claims
-    × 5 rows (with nested rows) this single pass took 0.25 s against 0.9 s for the pandas route.
+    Building the columns directly, instead of a dict per row handed to ``pd.DataFrame``, saves both
+    the per-row dicts and pandas' dict-to-array pass (≈0.15 s of a 5,000-claim chunk).
+    """
+
+    def __init__(self) -> None:
+        self.columns: dict[str, tuple[list[int], list[Any]]] = {}
+        self.count = 0   # rows so far, over all levels
+
+    def has(self, label: str, row: int) -> bool:
+        column = self.columns.get(label)
+        return column is not None and column[0][-1] == row
+
+    def put(self, label: str, row: int, value: Any) -> None:
+        column = self.columns.get(label)
+        if column is None:
+            self.columns[label] = ([row], [value])
+        elif column[0][-1] == row:
+            column[1][-1] = value
+        else:
+            column[0].append(row)
+            column[1].append(value)
+
+    def frame(self) -> pd.DataFrame:
+        """The rows × labels frame, with the dtypes ``pd.DataFrame(list_of_dicts)`` infers (NaN = no cell)."""
+        count = self.count
+        arrays = []
+        for rows, values in self.columns.values():
+            full = [np.nan] * count
+            for row, value in zip(rows, values, strict=True):
+                full[row] = value
+            # fromiter keeps list values as single objects (np.array would make them dimensions).
+            arrays.append(np.fromiter(full, dtype=object, count=count))
+        arrays = convert_object_array(arrays, dtype=None)
+        return pd.DataFrame(dict(zip(self.columns, arrays, strict=True)), index=pd.RangeIndex(count))
+
+
+def _parse_table_value(value: Any) -> tuple[Any, str | None]:
+    """A table value → its items (``_Row`` structs when well-formed, else as ``_parse_json_list``)."""
+    if _decode_rows is not None and value.__class__ is str:
+        text = value.strip()
+        if text not in ("", "null", "[]"):
+            try:
+                return _decode_rows(text), None
+            except _TYPED_DECODE_ERRORS:
+                pass
+    return _parse_json_list(value)
+
+
+def _row_cells(cells: list, columns: _Columns, row: int) -> tuple[list[tuple[str, Any]] | None, bool]:
+    """One table row's cells (decoded as dicts) → columns {label: value, "<label>.ext": extendValue};
+    returns the nested table cells and whether a cell is not an object.
+
     A select cell's value is its extendValue label when present; the first cell of a label wins.
     """
-    values: dict[str, Any] = {}
     nested: list[tuple[str, Any]] | None = None
     broken = False
     for cell in cells:
@@ -154,25 +234,60 @@ def _row_cells(cells: list) -> tuple[dict[str, Any], list[tuple[str, Any]] | Non
             continue
         if label.__class__ is not str:   # labels become column names; a malformed one may be any JSON value
             label = str(label)
-        if label in values:
+        if columns.has(label, row):
             continue
         kind = cell.get("componentType")
         if kind == "TableField":
             if nested is None:
                 nested = []
-            nested.append((str(label), cell.get("value")))
+            nested.append((label, cell.get("value")))
             continue
         value = cell.get("value")
         ext = cell.get("extendValue")
         if ext is not None:
-            values[f"{label}.ext"] = ext
+            columns.put(f"{label}.ext", row, ext)
             if kind == "DDSelectField" and ext.__class__ is dict and ext.get("label") is not None:
                 value = ext["label"]
-        values[label] = value
-    return values, nested, broken
+        columns.put(label, row, value)
+    return nested, broken
+
+
+def _struct_row_cells(cells: list[_Cell], columns: _Columns, row: int) -> list[tuple[str, Any]] | None:
+    """``_row_cells`` for cells decoded as ``_Cell`` structs (always objects), same rules."""
+    nested: list[tuple[str, Any]] | None = None
+    known = columns.columns
+    for cell in cells:
+        label = cell.label or cell.key
+        if label is None:
+            continue
+        if label.__class__ is not str:
+            label = str(label)
+        column = known.get(label)
+        if column is not None and column[0][-1] == row:
+            continue
+        kind = cell.componentType
+        if kind == "TableField":
+            if nested is None:
+                nested = []
+            nested.append((label, cell.value))
+            continue
+        value = cell.value
+        ext = cell.extendValue
+        if ext is not None:
+            columns.put(f"{label}.ext", row, ext)
+            if kind == "DDSelectField" and ext.__class__ is dict and ext.get("label") is not None:
+                value = ext["label"]
+        if column is None:
+            known[label] = ([row], [value])
+        else:
+            column[0].append(row)
+            column[1].append(value)
+    return nested
 
 
 def _item_kind(item: Any) -> str:
+    if item.__class__ is _Row:
+        return "row"
     if item.__class__ is dict:
         if isinstance(item.get("rowValue"), list):
             return "row"
@@ -181,75 +296,108 @@ def _item_kind(item: Any) -> str:
     return "odd"
 
 
+def _is_missing_item(item: Any) -> bool:
+    return item is None or (item.__class__ is float and item != item)
+
+
 def _flatten_tables(tables: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Table cells → one frame of rows at every depth, plus (instance_id, table, problem) rows.
 
     ``tables`` columns: instance_id, table, parent_row_id, parent_row_key, value (the JSON text).
-    Each level is processed as a whole: parse, explode to rows, pivot cells to columns; table cells
-    found inside rows become the next level.
+    Each level is one Python pass over its tables (parse, walk the rows, write the cells into
+    columns); table cells found inside rows become the next level.
     """
     levels: list[pd.DataFrame] = []            # row metadata per level
-    row_values: list[dict[str, Any]] = []      # cell values of every row, in the order of levels
-    problems: list[pd.DataFrame] = []
+    columns = _Columns()                       # cell values of every row, in the order of levels
+    problems: list[tuple[Any, Any, str]] = []
     while not tables.empty:
         tables = tables.reset_index(drop=True)
-        parsed = [_parse_json_list(v) for v in tables["value"].tolist()]
-        tables["items"] = [p[0] for p in parsed]
-        error = pd.Series([p[1] for p in parsed], index=tables.index, dtype=object)
-        bad = error.notna()
-        if bad.any():
-            problems.append(pd.DataFrame({"instance_id": tables.loc[bad, "instance_id"],
-                                          "table": tables.loc[bad, "table"],
-                                          "problem": "value " + error[bad].astype(str)}))
-        tables = tables[~bad]
-        items = tables.drop(columns="value").explode("items")
-        items = items[items["items"].notna()]
-        if items.empty:
+        instance_ids = tables["instance_id"].tolist()
+        names = tables["table"].tolist()
+        parent_ids = tables["parent_row_id"].tolist()
+        json_problems: list[tuple[Any, Any, str]] = []
+        odd_problems: list[tuple[Any, Any, str]] = []
+        broken_problems: list[tuple[Any, Any, str]] = []
+        positions: list[int] = []          # the table each row comes from
+        row_indexes: list[int] = []
+        row_keys: list[str | None] = []
+        row_ids: list[str] = []
+        nested_pos: list[int] = []         # for each nested table cell: its row (within this level)
+        nested_labels: list[str] = []
+        nested_values: list[Any] = []
+        item_total = 0
+        for position, value in enumerate(tables["value"].tolist()):
+            items, error = _parse_table_value(value)
+            if error is not None:
+                json_problems.append((instance_ids[position], names[position], "value " + error))
+                continue
+            prefix = parent_ids[position]
+            if prefix is None or prefix != prefix:
+                prefix = instance_ids[position]
+            prefix = f"{prefix}/{names[position]}#"
+            row_index = 0
+            item_no = 0
+            for item in items:
+                if _is_missing_item(item):
+                    continue
+                item_no += 1
+                item_total += 1
+                if item.__class__ is _Row:
+                    cells, key = item.rowValue, item.rowNumber
+                else:
+                    kind = _item_kind(item)
+                    if kind != "row":
+                        if kind == "odd":
+                            odd_problems.append((instance_ids[position], names[position],
+                                                 f"item {item_no} is not a row (no rowValue list)"))
+                        continue
+                    cells, key = item["rowValue"], item.get("rowNumber")
+                row = columns.count
+                level_row = len(positions)
+                if item.__class__ is _Row:
+                    nested = _struct_row_cells(cells, columns, row)
+                else:
+                    nested, broken = _row_cells(cells, columns, row)
+                    if broken:
+                        broken_problems.append((instance_ids[position], names[position],
+                                                f"row {row_index + 1} has a cell that is not an object"))
+                if nested:
+                    for label, nested_value in nested:
+                        nested_pos.append(level_row)
+                        nested_labels.append(label)
+                        nested_values.append(nested_value)
+                columns.count += 1
+                positions.append(position)
+                row_indexes.append(row_index)
+                row_keys.append(clean_text(key))
+                row_ids.append(f"{prefix}{row_index}")
+                row_index += 1
+        problems += json_problems
+        problems += odd_problems
+        problems += broken_problems
+        if not item_total:
             break
-        kind = pd.Series([_item_kind(i) for i in items["items"].tolist()], index=items.index)
-        odd = kind == "odd"
-        if odd.any():
-            item_no = items.groupby(level=0).cumcount() + 1
-            problems.append(pd.DataFrame({
-                "instance_id": items.loc[odd, "instance_id"], "table": items.loc[odd, "table"],
-                "problem": "item " + item_no[odd].astype(str) + " is not a row (no rowValue list)"}))
-        rows = items[kind == "row"].copy()
-        rows["row_index"] = rows.groupby(level=0).cumcount()
-        row_items = rows["items"].tolist()
-        rows["row_key"] = [clean_text(item.get("rowNumber")) for item in row_items]
-        # A path id, unique and stable for a claim: <instance>/报销明细#0/报销明细.项目费用明细#1.
-        # Parents are matched on it, not on rowNumber (DingTalk does not promise one, nor uniqueness).
-        prefix = rows["parent_row_id"].where(rows["parent_row_id"].notna(), rows["instance_id"])
-        rows["row_id"] = prefix.astype(str) + "/" + rows["table"] + "#" + rows["row_index"].astype(str)
-        cells = [_row_cells(item["rowValue"]) for item in row_items]
-        rows = rows.drop(columns="items").reset_index(drop=True)
-
-        broken = pd.Series([c[2] for c in cells], index=rows.index, dtype=bool)
-        if broken.any():
-            b = rows[broken]
-            problems.append(pd.DataFrame({"instance_id": b["instance_id"], "table": b["table"],
-                                          "problem": "row " + (b["row_index"] + 1).astype(str)
-                                          + " has a cell that is not an object"}))
-        nested = pd.DataFrame([(pos, label, value) for pos, c in enumerate(cells) if c[1]
-                               for label, value in c[1]], columns=["pos", "label", "value"])
-        parent = rows.iloc[nested["pos"].to_numpy()]
+        rows = tables.drop(columns="value").take(positions).reset_index(drop=True)
+        rows["row_index"] = pd.Series(row_indexes, index=rows.index, dtype="int64")
+        rows["row_key"] = row_keys
+        rows["row_id"] = row_ids
+        parent = rows.iloc[nested_pos]
         tables = pd.DataFrame({"instance_id": parent["instance_id"].to_numpy(),
-                               "table": (parent["table"] + "." + nested["label"].to_numpy()).to_numpy(),
+                               "table": (parent["table"] + "." + np.array(nested_labels, dtype=object)).to_numpy(),
                                "parent_row_id": parent["row_id"].to_numpy(),
                                "parent_row_key": parent["row_key"].to_numpy(),
-                               "value": nested["value"].to_numpy()})
-        row_values.extend(c[0] for c in cells)
+                               "value": np.fromiter(nested_values, dtype=object, count=len(nested_values))})
         levels.append(rows[ROW_META])
 
     if levels:
-        # One frame for all levels at once: the union of labels comes from the dicts, no concat of
+        # One frame for all levels at once: the union of labels comes from the columns, no concat of
         # differently shaped wide frames.
         meta = pd.concat(levels, ignore_index=True)
-        wide = pd.DataFrame(row_values)
+        wide = columns.frame()
         rows_frame = pd.concat([meta, wide.drop(columns=[c for c in wide.columns if c in ROW_META])], axis=1)
     else:
         rows_frame = pd.DataFrame({c: pd.Series(dtype=object) for c in ROW_META})
-    problem_frame = (pd.concat(problems, ignore_index=True) if problems
+    problem_frame = (pd.DataFrame(problems, columns=["instance_id", "table", "problem"]) if problems
                      else pd.DataFrame(columns=["instance_id", "table", "problem"]))
     return rows_frame, problem_frame
 
