@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import gc
 import json
+import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -78,6 +80,8 @@ except ImportError:  # pragma: no cover - plain json gives the same results
     _Cell = Any  # type: ignore[misc,assignment]
     _decode_rows = None
     _TYPED_DECODE_ERRORS = ()
+
+_WHITESPACE = re.compile(r"\s+")
 
 # Lists on the instance that are not claim fields; kept out of the claims frame.
 _INSTANCE_LISTS = ("form_component_values", "operation_records", "tasks", "cc_userids",
@@ -441,14 +445,18 @@ def _where(ctx: pd.DataFrame) -> pd.Series:
 
 def _dates(ctx: pd.DataFrame, values: pd.Series, fmt: str, target: str, what: str,
            rejects: list[pd.DataFrame], failed: pd.Series) -> pd.Series:
-    stamps, bad = parse_china_datetimes(values)
+    # Parsed and formatted once per distinct spelling: a chunk's rows share a few dozen dates, and
+    # parsing + strftime of every row was most of a date field's time.
+    codes, distinct = pd.factorize(as_text(values))   # missing → -1, which picks the appended filler
+    stamps, distinct_bad = parse_china_datetimes(pd.Series(distinct, dtype=object))
+    formatted = stamps.dt.strftime(fmt).astype(object).where(stamps.notna(), None)
+    bad = pd.Series(np.append(distinct_bad.to_numpy(dtype=bool), False)[codes], index=values.index)
     failed |= bad
     if bad.any():
         c = ctx[bad]
         rejects.append(_reject_frame(c["instance_id"], c["business_id"], target, "bad_date",
                                      _where(c) + f": {what} " + _quote(values[bad]) + " is not a date"))
-    out = stamps.dt.strftime(fmt).astype(object)
-    return out.where(stamps.notna(), None)
+    return pd.Series(np.append(formatted.to_numpy(dtype=object), None)[codes], index=values.index, dtype=object)
 
 
 def _resolve(ctx: pd.DataFrame, target: str, mapping: FieldMapping, scheme: Scheme,
@@ -481,18 +489,20 @@ def _resolve(ctx: pd.DataFrame, target: str, mapping: FieldMapping, scheme: Sche
                                              + " is not an amount"))
             values = format_cents(cents, mapping.decimal_places)
     else:
-        values = pd.Series("", index=index, dtype=object)
+        # Texts joined per row in one pass: a third less time than Series concatenation per part.
+        parts: list[Any] = []
         for part in parse_template(mapping.template or ""):
             if isinstance(part, str):
-                values = values + part
+                parts.append(repeat(part, len(index)))
                 continue
             piece = pd.Series(None, index=index, dtype=object)
             for alternative in part.alternatives:
                 piece = piece.where(piece.notna(), _path_values(ctx, alternative, mapping.agg))
             if part.as_date:
                 piece = _dates(ctx, piece, "%Y-%m-%d", target, part.alternatives[0].label, rejects, failed)
-            values = values + piece.where(piece.notna(), "").astype(str)
-        values = as_text(values.str.replace(r"\s+", " ", regex=True))
+            parts.append(["" if v is None or v != v else str(v) for v in piece.tolist()])
+        joined = ["".join(texts) for texts in zip(*parts, strict=True)] if parts else [""] * len(index)
+        values = pd.Series([clean_text(_WHITESPACE.sub(" ", text)) for text in joined], index=index, dtype=object)
     values = values.astype(object).where(values.notna(), None)
 
     if mapping.map is not None:
