@@ -200,11 +200,14 @@ class _Columns:
         count = self.count
         arrays = []
         for rows, values in self.columns.values():
-            full = [np.nan] * count
-            for row, value in zip(rows, values, strict=True):
-                full[row] = value
             # fromiter keeps list values as single objects (np.array would make them dimensions).
-            arrays.append(np.fromiter(full, dtype=object, count=count))
+            present = np.fromiter(values, dtype=object, count=len(values))
+            if len(rows) == count:
+                arrays.append(present)
+                continue
+            column = np.full(count, np.nan, dtype=object)
+            column[np.fromiter(rows, dtype=np.intp, count=len(rows))] = present
+            arrays.append(column)
         arrays = convert_object_array(arrays, dtype=None)
         return pd.DataFrame(dict(zip(self.columns, arrays, strict=True)), index=pd.RangeIndex(count))
 
