@@ -167,6 +167,14 @@ def get_engine(url: str) -> Engine:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA busy_timeout=30000")
             cursor.close()
+            # The driver's own deferred BEGIN lets a reader that later writes fail at once with
+            # "database is locked" when another writer got in first; SQLAlchemy begins instead.
+            dbapi_conn.isolation_level = None
+
+        @sa.event.listens_for(engine, "begin")
+        def _begin_immediate(conn) -> None:
+            # Take the write lock up front: concurrent runs queue on busy_timeout instead of failing.
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
     return sa.create_engine(url, pool_pre_ping=True)
