@@ -17,6 +17,8 @@ import time
 from decimal import Decimal
 from pathlib import Path
 
+from dingtalk_kingdee.emulators.kingdee_basedata import demo_paybill
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 UNIVERSE = REPO_ROOT / "include" / "demo" / "universe.json"
 BASEDATA = REPO_ROOT / "include" / "demo" / "kingdee_basedata.json"
@@ -26,42 +28,16 @@ USER, PASSWORD = "bench", "bench-password"
 
 def paybill_models(universe: dict, count: int, prefix: str) -> list[dict]:
     """``count`` valid AP_PAYBILL models for employees of the demo universe, 1–3 entries each."""
-    kd = universe["kingdee"]
-    departments = {d["dept_id"]: d["kingdee_number"] for d in universe["departments"]}
     cost_items = [code for category in universe["categories"].values() for code in category["types"].values()]
-    employees = universe["employees"]
     models = []
     for i in range(count):
-        employee = employees[i % len(employees)]
-        dept = departments[employee["dept_id"]]
-        entries = [{
-            "FSETTLETYPEID": {"FNumber": kd["settle_type"]},
-            "FPURPOSEID": {"FNumber": kd["purpose"]},
-            "FPAYTOTALAMOUNTFOR": Decimal(100 + (i * 37 + row * 11) % 5000) + Decimal("0.25") * row,
-            "FCOSTID": {"FNumber": cost_items[(i + row) % len(cost_items)]},
-            "FEXPENSEDEPTID_E": {"FNumber": dept},
-            "FOPPOSITEBANKACCOUNT": employee["bank_account"],
-            "FOPPOSITECCOUNTNAME": employee["name"],
-            "FOPPOSITEBANKNAME": employee["bank_name"],
-            "FCOMMENT": f"bench row {row}",
-        } for row in range(1 + i % 3)]
-        models.append({
-            "FBillNo": f"{prefix}{i:06d}",
-            "FBillTypeID": {"FNUMBER": kd["bill_type"]},
-            "FDATE": "2024-03-05",
-            "FSETTLEORGID": {"FNumber": kd["org_number"]},
-            "FPAYORGID": {"FNumber": kd["org_number"]},
-            "FCURRENCYID": {"FNumber": kd["currency"]},
-            "FSETTLECUR": {"FNUMBER": kd["currency"]},
-            "FCONTACTUNITTYPE": "BD_Empinfo",
-            "FCONTACTUNIT": {"FNumber": employee["kingdee_number"]},
-            "FRECTUNITTYPE": "BD_Empinfo",
-            "FRECTUNIT": {"FNumber": employee["kingdee_number"]},
-            "FDepartment": {"FNumber": dept},
-            "FTHIRDBILLNO": f"{prefix}T{i:06d}",
-            "FREMARK": f"bench bill {i}",
-            "FPAYBILLENTRY": entries,
-        })
+        rows = range(1 + i % 3)
+        models.append(demo_paybill(
+            universe, f"{prefix}{i:06d}",
+            [Decimal(100 + (i * 37 + row * 11) % 5000) + Decimal("0.25") * row for row in rows],
+            employee_index=i, cost_items=[cost_items[(i + row) % len(cost_items)] for row in rows],
+            third_bill_no=f"{prefix}T{i:06d}", remark=f"bench bill {i}",
+        ))
     return models
 
 

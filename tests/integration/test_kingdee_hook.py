@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from dingtalk_kingdee.emulators.kingdee_basedata import demo_paybill
 from dingtalk_kingdee.errors import KingdeeAuthError, KingdeeError, KingdeeOutcomeUnknown
 from dingtalk_kingdee.hooks.kingdee import KingdeeHook
 from dingtalk_kingdee.hooks.kingdee_signature import SignatureIdentity, signature_headers
@@ -23,37 +24,8 @@ SAVE_OPTIONS = {"IsVerifyBaseDataField": True, "NeedReturnFields": ["FBillNo"]}
 def paybill(bill_no: str, amounts: list[Decimal] | None = None, employee_index: int = 0,
             third_bill_no: str | None = None) -> dict:
     """A valid AP_PAYBILL model from the demo universe's codes."""
-    kd = UNIVERSE["kingdee"]
-    employee = UNIVERSE["employees"][employee_index]
-    dept = next(d["kingdee_number"] for d in UNIVERSE["departments"] if d["dept_id"] == employee["dept_id"])
-    cost_item = UNIVERSE["categories"]["行政报销"]["types"]["差旅费"]
-    return {
-        "FBillNo": bill_no,
-        "FBillTypeID": {"FNUMBER": kd["bill_type"]},
-        "FDATE": "2024-03-05",
-        "FSETTLEORGID": {"FNumber": kd["org_number"]},
-        "FPAYORGID": {"FNumber": kd["org_number"]},
-        "FCURRENCYID": {"FNumber": kd["currency"]},
-        "FSETTLECUR": {"FNUMBER": kd["currency"]},
-        "FCONTACTUNITTYPE": "BD_Empinfo",
-        "FCONTACTUNIT": {"FNumber": employee["kingdee_number"]},
-        "FRECTUNITTYPE": "BD_Empinfo",
-        "FRECTUNIT": {"FNumber": employee["kingdee_number"]},
-        "FDepartment": {"FNumber": dept},
-        "FTHIRDBILLNO": third_bill_no or f"T-{bill_no}",
-        "FREMARK": f"钉钉报销 {bill_no}",
-        "FPAYBILLENTRY": [{
-            "FSETTLETYPEID": {"FNumber": kd["settle_type"]},
-            "FPURPOSEID": {"FNumber": kd["purpose"]},
-            "FPAYTOTALAMOUNTFOR": amount,
-            "FCOSTID": {"FNumber": cost_item},
-            "FEXPENSEDEPTID_E": {"FNumber": dept},
-            "FOPPOSITEBANKACCOUNT": employee["bank_account"],
-            "FOPPOSITECCOUNTNAME": employee["name"],
-            "FOPPOSITEBANKNAME": employee["bank_name"],
-            "FCOMMENT": f"row {row}",
-        } for row, amount in enumerate(amounts or [Decimal("100.00")])],
-    }
+    return demo_paybill(UNIVERSE, bill_no, amounts or [Decimal("100.00")], employee_index,
+                        third_bill_no=third_bill_no)
 
 
 @pytest.fixture

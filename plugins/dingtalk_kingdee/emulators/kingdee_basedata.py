@@ -19,6 +19,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +99,46 @@ def build_basedata(universe: dict[str, Any]) -> dict[str, Any]:
                                     [{"number": "VEN00001", "name": "上海示例供应商有限公司"}]),
             "BD_Customer": _records("BD_Customer", [{"number": "CUST0001", "name": "示例客户有限公司"}]),
         },
+    }
+
+
+def demo_paybill(universe: dict[str, Any], bill_no: str, amounts: Sequence[Decimal], employee_index: int = 0,
+                 cost_items: Sequence[str] | None = None, third_bill_no: str | None = None,
+                 remark: str | None = None) -> dict[str, Any]:
+    """A valid AP_PAYBILL model for an employee of the demo universe, one entry per amount.
+
+    ``cost_items`` gives each entry's expense item (default: 行政报销 / 差旅费 for every entry).
+    """
+    kd = universe["kingdee"]
+    employee = universe["employees"][employee_index % len(universe["employees"])]
+    dept = next(d["kingdee_number"] for d in universe["departments"] if d["dept_id"] == employee["dept_id"])
+    items = list(cost_items or [universe["categories"]["行政报销"]["types"]["差旅费"]] * len(amounts))
+    return {
+        "FBillNo": bill_no,
+        "FBillTypeID": {"FNUMBER": kd["bill_type"]},
+        "FDATE": "2024-03-05",
+        "FSETTLEORGID": {"FNumber": kd["org_number"]},
+        "FPAYORGID": {"FNumber": kd["org_number"]},
+        "FCURRENCYID": {"FNumber": kd["currency"]},
+        "FSETTLECUR": {"FNUMBER": kd["currency"]},
+        "FCONTACTUNITTYPE": "BD_Empinfo",
+        "FCONTACTUNIT": {"FNumber": employee["kingdee_number"]},
+        "FRECTUNITTYPE": "BD_Empinfo",
+        "FRECTUNIT": {"FNumber": employee["kingdee_number"]},
+        "FDepartment": {"FNumber": dept},
+        "FTHIRDBILLNO": third_bill_no or f"T-{bill_no}",
+        "FREMARK": remark or f"钉钉报销 {bill_no}",
+        "FPAYBILLENTRY": [{
+            "FSETTLETYPEID": {"FNumber": kd["settle_type"]},
+            "FPURPOSEID": {"FNumber": kd["purpose"]},
+            "FPAYTOTALAMOUNTFOR": amount,
+            "FCOSTID": {"FNumber": item},
+            "FEXPENSEDEPTID_E": {"FNumber": dept},
+            "FOPPOSITEBANKACCOUNT": employee["bank_account"],
+            "FOPPOSITECCOUNTNAME": employee["name"],
+            "FOPPOSITEBANKNAME": employee["bank_name"],
+            "FCOMMENT": f"row {row}",
+        } for row, (amount, item) in enumerate(zip(amounts, items, strict=True))],
     }
 
 
