@@ -11,7 +11,7 @@ import json
 import logging
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -54,7 +54,6 @@ class Run:
     dry_run: bool = False
     instance_ids: tuple[str, ...] | None = None
     replay_rejected: bool = False
-    extra: dict = field(default_factory=dict)
 
 
 class LoadIncomplete(RuntimeError):
@@ -282,6 +281,19 @@ def _is_duplicate_number(errors) -> bool:
                for e in errors)
 
 
+def _mark_all(engine: Engine, scheme: Scheme, claimed: Sequence[staging.ClaimedBill], state: str, run_id: str,
+              error: str) -> None:
+    for claim in claimed:
+        staging.set_bill_state(engine, scheme.id, claim.instance_id, state, run_id, error=error, expect=("sending",))
+
+
+def _refused(engine: Engine, scheme: Scheme, claim: staging.ClaimedBill, run_id: str, reason: str) -> None:
+    """Kingdee refused this bill's model: kept as failed with the reason until a fix and a replay."""
+    staging.set_bill_state(engine, scheme.id, claim.instance_id, "failed", run_id, error=reason, expect=("sending",))
+    log.warning("load: Kingdee refused the bill of claim %s (business_id %s): %s",
+                claim.instance_id, claim.business_id, reason)
+
+
 def load(scheme: Scheme, kingdee, engine: Engine, run: Run) -> dict:
     """Send pending bills in batches through BatchSave, each marked ``sending`` before its call."""
     target = scheme.target
@@ -300,21 +312,19 @@ def load(scheme: Scheme, kingdee, engine: Engine, run: Run) -> dict:
     one_by_one: list[str] = []
     while True:
         if one_by_one:
-            _, claimed = staging.claim_for_sending(engine, scheme.id, 1, instance_ids=[one_by_one.pop(0)])
+            claimed = staging.claim_for_sending(engine, scheme.id, 1, instance_ids=[one_by_one.pop(0)])
             if not claimed:
                 continue
         else:
-            _, claimed = staging.claim_for_sending(engine, scheme.id, target.batch_size,
-                                                   instance_ids=run.instance_ids)
+            claimed = staging.claim_for_sending(engine, scheme.id, target.batch_size,
+                                                instance_ids=run.instance_ids)
             if not claimed:
                 break
         counts["sent"] += len(claimed)
         try:
             outcomes = kingdee.batch_save(target.form_id, [c.model for c in claimed], options)
         except KingdeeOutcomeUnknown as exc:
-            for c in claimed:
-                staging.set_bill_state(engine, scheme.id, c.instance_id, "unknown", run.run_id, error=str(exc),
-                                       expect=("sending",))
+            _mark_all(engine, scheme, claimed, "unknown", run.run_id, str(exc))
             counts["unknown"] += len(claimed)
             log.error("load: no answer for a batch of %d bills (%s); they will be reconciled before any resend",
                       len(claimed), exc)
@@ -322,23 +332,15 @@ def load(scheme: Scheme, kingdee, engine: Engine, run: Run) -> dict:
         except KingdeeError as exc:
             if exc.msg_code not in MODEL_ERROR_CODES or isinstance(exc, KingdeeAuthError):
                 # Refused for a reason no model can cure (session, permission, limits): try again later.
-                for c in claimed:
-                    staging.set_bill_state(engine, scheme.id, c.instance_id, "pending", run.run_id,
-                                           error=str(exc), expect=("sending",))
+                _mark_all(engine, scheme, claimed, "pending", run.run_id, str(exc))
                 raise
             if len(claimed) == 1:
-                [claim] = claimed
-                staging.set_bill_state(engine, scheme.id, claim.instance_id, "failed", run.run_id,
-                                       error=str(exc), expect=("sending",))
+                _refused(engine, scheme, claimed[0], run.run_id, str(exc))
                 counts["failed"] += 1
-                log.warning("load: Kingdee refused the bill of claim %s (business_id %s): %s",
-                            claim.instance_id, claim.business_id, exc)
                 continue
             # A model of the batch is at fault, which one is not said. Whether any of the others were
             # kept is not documented either: settle them by query, then send the rest one by one.
-            for c in claimed:
-                staging.set_bill_state(engine, scheme.id, c.instance_id, "unknown", run.run_id, error=str(exc),
-                                       expect=("sending",))
+            _mark_all(engine, scheme, claimed, "unknown", run.run_id, str(exc))
             found, _ = _settle(scheme, kingdee, engine, run.run_id, [(c.instance_id, c.match_value) for c in claimed],
                                missing_state="pending", missing_error=str(exc))
             counts["loaded"] += found
@@ -360,11 +362,8 @@ def load(scheme: Scheme, kingdee, engine: Engine, run: Run) -> dict:
                 duplicates.append(claim.instance_id)
             else:
                 reason = "; ".join(f"{e.field or '-'}: {e.message}" for e in outcome.errors) or "refused"
-                staging.set_bill_state(engine, scheme.id, claim.instance_id, "failed", run.run_id,
-                                       error=reason, expect=("sending",))
+                _refused(engine, scheme, claim, run.run_id, reason)
                 counts["failed"] += 1
-                log.warning("load: Kingdee refused the bill of claim %s (business_id %s): %s",
-                            claim.instance_id, claim.business_id, reason)
         if duplicates:
             # Found by the match field: our own earlier save. Not found: the number belongs to another
             # bill, and resending would only be refused again.
@@ -410,9 +409,12 @@ def advance_documents(scheme: Scheme, kingdee, engine: Engine) -> dict:
             for n in result.numbers_ok:
                 status[n] = "C"
             counts["audited"] += len(result.numbers_ok)
+        by_status: dict[str, list[str]] = {}
         for number, instance_id in numbers.items():
             if status.get(number):
-                staging.set_doc_status(engine, scheme.id, [instance_id], status[number])
+                by_status.setdefault(status[number], []).append(instance_id)
+        for doc_status, instance_ids in by_status.items():
+            staging.set_doc_status(engine, scheme.id, instance_ids, doc_status)
     return counts
 
 
@@ -504,10 +506,6 @@ def run_all(scheme: Scheme, dingtalk, kingdee, engine: Engine, run: Run) -> dict
     steps["load"] = load(scheme, kingdee, engine, run)
     steps["write_back"] = write_back(scheme, dingtalk, engine, run)
     return report(scheme, engine, run, steps)
-
-
-def window_for(interval_end: datetime, lookback_days: int) -> tuple[datetime, datetime]:
-    return interval_end - timedelta(days=lookback_days), interval_end
 
 
 def select_ids(values: Sequence[str] | None) -> tuple[str, ...] | None:

@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sqlite3
+import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -150,22 +153,19 @@ def from_cents(cents: int | None) -> Decimal:
 # Engine and schema
 
 
-@lru_cache(maxsize=8)
-def get_engine(url: str) -> Engine:
-    """One engine per URL per process; SQLite files get their folder and WAL mode."""
+def create_engine(url: str) -> Engine:
+    """A new engine for the staging database; SQLite files get their folder, WAL and immediate writes."""
     sa_url = sa.make_url(url)
     if sa_url.get_backend_name() == "sqlite":
         if sa_url.database and sa_url.database != ":memory:":
-            from pathlib import Path
-
             Path(sa_url.database).parent.mkdir(parents=True, exist_ok=True)
         engine = sa.create_engine(url, connect_args={"timeout": 30})
 
         @sa.event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record) -> None:
             cursor = dbapi_conn.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA busy_timeout=30000")
+            _use_wal(cursor)
             cursor.close()
             # The driver's own deferred BEGIN lets a reader that later writes fail at once with
             # "database is locked" when another writer got in first; SQLAlchemy begins instead.
@@ -180,21 +180,28 @@ def get_engine(url: str) -> Engine:
     return sa.create_engine(url, pool_pre_ping=True)
 
 
-def ensure_schema(engine: Engine, attempts: int = 5) -> None:
-    """Create or upgrade the staging tables; safe when several tasks start at once."""
-    for attempt in range(attempts):
+def _use_wal(cursor, wait_s: float = 30.0) -> None:
+    """Put a SQLite file in WAL mode (it stays so). Several first connections to a new file may
+    race to switch it, and SQLite answers "locked" at once rather than waiting: look again."""
+    deadline = time.monotonic() + wait_s
+    while cursor.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
         try:
-            _create_schema(engine)
-            return
-        except (sa.exc.OperationalError, sa.exc.IntegrityError) as exc:
-            # SQLite has no advisory lock: a parallel creator won the race; look again.
-            if engine.dialect.name != "sqlite" or attempt == attempts - 1:
+            cursor.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.OperationalError:
+            if time.monotonic() > deadline:
                 raise
-            if "already exists" not in str(exc) and "UNIQUE" not in str(exc):
-                raise
+            time.sleep(0.05)
 
 
-def _create_schema(engine: Engine) -> None:
+@lru_cache(maxsize=8)
+def get_engine(url: str) -> Engine:
+    """One engine per URL per process."""
+    return create_engine(url)
+
+
+def ensure_schema(engine: Engine) -> None:
+    """Create or upgrade the staging tables; safe when several tasks start at once (SQLite's immediate
+    transactions and PostgreSQL's advisory lock let one creator in at a time)."""
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             # Serialise concurrent first runs: CREATE TABLE IF NOT EXISTS races on PostgreSQL.
@@ -215,23 +222,15 @@ def connect(url: str) -> Engine:
     return engine
 
 
-def _upsert(conn: Connection, table: sa.Table, values: list[dict], keys: Sequence[str],
-            update: Sequence[str]) -> None:
-    """INSERT ... ON CONFLICT (keys) DO UPDATE SET update (PostgreSQL and SQLite)."""
+def _insert_missing(conn: Connection, table: sa.Table, values: list[dict], keys: Sequence[str]) -> None:
+    """INSERT ... ON CONFLICT (keys) DO NOTHING (PostgreSQL and SQLite): rows already there stay."""
     if not values:
         return
     if conn.dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     else:
         from sqlalchemy.dialects.sqlite import insert
-    stmt = insert(table).values(values)
-    if update:
-        stmt = stmt.on_conflict_do_update(
-            index_elements=list(keys), set_={c: stmt.excluded[c] for c in update}
-        )
-    else:
-        stmt = stmt.on_conflict_do_nothing(index_elements=list(keys))
-    conn.execute(stmt)
+    conn.execute(insert(table).values(values).on_conflict_do_nothing(index_elements=list(keys)))
 
 
 def _lock_scheme(conn: Connection, scheme_id: str) -> None:
@@ -442,7 +441,7 @@ def save_transform(engine: Engine, scheme_id: str, versions: Mapping[str, int], 
         ]
         if bill_values:
             # A row still there was sent meanwhile: keep it. (A clash on match_value still raises.)
-            _upsert(conn, bills, bill_values, ("scheme_id", "instance_id"), ())
+            _insert_missing(conn, bills, bill_values, ("scheme_id", "instance_id"))
         counts["bills"] = len(bill_values)
         reject_values = [
             dict(scheme_id=scheme_id, instance_id=r.instance_id, business_id=r.business_id, field=r.field,
@@ -459,7 +458,7 @@ def save_transform(engine: Engine, scheme_id: str, versions: Mapping[str, int], 
             for r in new_rows
         ]
         if row_values:
-            _upsert(conn, rows, row_values, ("scheme_id", "instance_id", "table_path", "row_key"), ())
+            _insert_missing(conn, rows, row_values, ("scheme_id", "instance_id", "table_path", "row_key"))
         for instance_id, version in versions.items():
             conn.execute(instances.update().where(
                 instances.c.scheme_id == scheme_id, instances.c.instance_id == instance_id
@@ -498,7 +497,7 @@ def bills_in_doubt(engine: Engine, scheme_id: str, lease: timedelta,
 
 
 def claim_for_sending(engine: Engine, scheme_id: str, limit: int,
-                      instance_ids: Sequence[str] | None = None) -> tuple[str, list[ClaimedBill]]:
+                      instance_ids: Sequence[str] | None = None) -> list[ClaimedBill]:
     """Atomically move up to ``limit`` pending bills to ``sending`` and return them.
 
     The conditional UPDATE is what keeps two concurrent loads from sending the same bill: a row
@@ -523,13 +522,12 @@ def claim_for_sending(engine: Engine, scheme_id: str, limit: int,
                         attempts=bills.c.attempts + 1)
             )
     with engine.connect() as conn:
-        claimed = [
+        return [
             ClaimedBill(r.instance_id, r.business_id, r.match_value, from_cents(r.amount_cents), json.loads(r.model))
             for r in conn.execute(
                 sa.select(bills).where(bills.c.scheme_id == scheme_id, bills.c.claim_token == token,
                                        bills.c.state == "sending").order_by(bills.c.instance_id))
         ]
-    return token, claimed
 
 
 def set_bill_state(engine: Engine, scheme_id: str, instance_id: str, state: str, run_id: str, *,
@@ -550,12 +548,11 @@ def set_bill_state(engine: Engine, scheme_id: str, instance_id: str, state: str,
         return conn.execute(bills.update().where(*cond).values(**values)).rowcount == 1
 
 
-def set_doc_status(engine: Engine, scheme_id: str, instance_ids: Sequence[str], doc_status: str,
-                   error: str | None = None) -> None:
+def set_doc_status(engine: Engine, scheme_id: str, instance_ids: Sequence[str], doc_status: str) -> None:
     with engine.begin() as conn:
         for part in chunked(list(instance_ids), 500):
             conn.execute(bills.update().where(bills.c.scheme_id == scheme_id, bills.c.instance_id.in_(part))
-                         .values(doc_status=doc_status, last_error=error, updated_at=now()))
+                         .values(doc_status=doc_status, last_error=None, updated_at=now()))
 
 
 def loaded_bills_needing_status(engine: Engine, scheme_id: str, wanted: str) -> list[tuple[str, str, str]]:
@@ -589,7 +586,7 @@ def record_ledger(engine: Engine, scheme_id: str, comments_enabled: bool) -> int
                  comment_state="pending" if comments_enabled else "off")
             for b in missing
         ]
-        _upsert(conn, writeback, values, ("scheme_id", "instance_id"), ())
+        _insert_missing(conn, writeback, values, ("scheme_id", "instance_id"))
     return len(values)
 
 

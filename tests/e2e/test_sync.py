@@ -152,7 +152,7 @@ def test_a_load_killed_between_marking_and_sending_recovers_after_the_lease(worl
     pipeline.extract(world.scheme, dingtalk, world.engine, run)
     pipeline.transform(world.scheme, world.engine, run)
     # A load marks a batch "sending" and dies before BatchSave.
-    _, orphaned = staging.claim_for_sending(world.engine, world.scheme.id, 5)
+    orphaned = staging.claim_for_sending(world.engine, world.scheme.id, 5)
     assert len(orphaned) == 5
     # Within the lease a new load leaves them alone (their sender could still be running) ...
     pipeline.load(world.scheme, kingdee, world.engine, run)

@@ -39,7 +39,7 @@ def store_bills(engine, ids, amount="10.50"):
 
 
 def test_schema_creation_is_idempotent_and_safe_in_parallel(staging_url):
-    engines = [sa.create_engine(staging_url) for _ in range(4)]
+    engines = [staging.create_engine(staging_url) for _ in range(4)]
     errors: list[Exception] = []
 
     def create(e):
@@ -74,7 +74,7 @@ def test_payload_version_bumps_only_when_the_answer_changes(engine):
 
 def test_money_is_exact_in_cents(engine):
     store_bills(engine, ["a"], amount="12345678.91")
-    _, [claimed] = staging.claim_for_sending(engine, SCHEME, 10)
+    [claimed] = staging.claim_for_sending(engine, SCHEME, 10)
     assert claimed.amount == Decimal("12345678.91")
     with pytest.raises(ValueError):
         staging.to_cents(Decimal("1.005"))
@@ -87,10 +87,10 @@ def test_concurrent_claims_never_share_a_bill(engine, staging_url):
     lock = threading.Lock()
 
     def claimer():
-        own = sa.create_engine(staging_url)
+        own = staging.create_engine(staging_url)
         got: list[str] = []
         while True:
-            _, claimed = staging.claim_for_sending(own, SCHEME, 7)
+            claimed = staging.claim_for_sending(own, SCHEME, 7)
             if not claimed:
                 break
             got.extend(c.instance_id for c in claimed)
@@ -109,7 +109,7 @@ def test_concurrent_claims_never_share_a_bill(engine, staging_url):
 
 def test_a_sent_bill_is_never_replaced_by_a_new_transform(engine):
     store_bills(engine, ["a", "b"])
-    _, claimed = staging.claim_for_sending(engine, SCHEME, 1)
+    claimed = staging.claim_for_sending(engine, SCHEME, 1)
     assert [c.instance_id for c in claimed] == ["a"]
     counts = staging.save_transform(
         engine, SCHEME, {"a": 2, "b": 2}, [bill("a", "99.00"), bill("b", "20.00")], [], [], "r2")
