@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import socket
 import threading
 import time
@@ -74,3 +75,15 @@ def drop_connection(send) -> None:
     if transport is None:
         raise RuntimeError("drop_connection needs uvicorn's h11 protocol")
     transport.abort()
+
+
+def fault_fires(fault, armed: list, rng: random.Random) -> bool:
+    """Whether an armed fault fires on this call: drawn by its ``rate``, counted against its
+    ``times``, and disarmed (removed from ``armed``) once spent. Faults carry ``rate``, ``times``
+    and ``fired``."""
+    if fault.rate is not None and rng.random() >= fault.rate:
+        return False
+    fault.fired += 1
+    if fault.times is not None and fault.fired >= fault.times:
+        armed.remove(fault)
+    return True

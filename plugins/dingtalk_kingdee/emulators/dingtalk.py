@@ -31,7 +31,7 @@ from urllib.parse import parse_qs
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
-from dingtalk_kingdee.emulators._server import ServerThread, drop_connection, serve_forever
+from dingtalk_kingdee.emulators._server import ServerThread, drop_connection, fault_fires, serve_forever
 
 CHINA_TZ = timezone(timedelta(hours=8))
 DEFAULT_PROCESS_CODE = "PROC-EXPENSE-DEMO"
@@ -463,15 +463,9 @@ class DingTalkEmulator:
 
     def _take_fault(self, api: str) -> Fault | None:
         with self._lock:
-            for entry in self._faults:
-                if not entry.matches(api):
-                    continue
-                if entry.rate is not None and self._fault_rng.random() >= entry.rate:
-                    continue
-                entry.fired += 1
-                if entry.times is not None and entry.fired >= entry.times:
-                    self._faults.remove(entry)
-                return entry
+            for entry in list(self._faults):
+                if entry.matches(api) and fault_fires(entry, self._faults, self._fault_rng):
+                    return entry
         return None
 
     def _check_qps(self, app_key: str, api: str) -> None:

@@ -32,7 +32,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 
 from dingtalk_kingdee.emulators import kingdee_filter
-from dingtalk_kingdee.emulators._server import ServerThread, drop_connection, serve_forever
+from dingtalk_kingdee.emulators._server import ServerThread, drop_connection, fault_fires, serve_forever
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_BASEDATA = REPO_ROOT / "include" / "demo" / "kingdee_basedata.json"
@@ -671,14 +671,8 @@ class KingdeeEmulator:
         taken: list[Fault] = []
         with self._lock:
             for fault in list(self._faults):
-                if not fault.matches(service):
-                    continue
-                if fault.rate is not None and self._random.random() >= fault.rate:
-                    continue
-                fault.fired += 1
-                taken.append(fault)
-                if fault.times is not None and fault.fired >= fault.times:
-                    self._faults.remove(fault)
+                if fault.matches(service) and fault_fires(fault, self._faults, self._random):
+                    taken.append(fault)
         return taken
 
     async def _handle(self, service_name: str, request: Request) -> Response:
