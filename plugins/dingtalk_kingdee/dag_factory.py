@@ -47,18 +47,13 @@ Rejected claims and their reasons are in the `report` task log and table `dk_rej
 """
 
 
-def _plain(moment: datetime) -> datetime:
-    """A standard-library aware datetime (Airflow hands out pendulum ones)."""
-    return datetime.fromisoformat(moment.isoformat())
-
-
 def _parse_time(value, default: datetime) -> datetime:
     if value in (None, ""):
-        return _plain(default)
+        return default
     parsed = pendulum.parse(str(value), tz=TIMEZONE)
     if not isinstance(parsed, datetime):
         raise ValueError(f"{value!r} is not a date-time")
-    return _plain(parsed)
+    return parsed
 
 
 def run_from_context(scheme: Scheme) -> pipeline.Run:
