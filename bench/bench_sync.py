@@ -49,12 +49,8 @@ def main() -> None:
                               latency_ms=args.kingdee_latency_ms)
     dingtalk.start()
     kingdee.start()
-    os.environ["AIRFLOW_CONN_DINGTALK_DEFAULT"] = json.dumps({
-        "conn_type": "dingtalk", "host": dingtalk.base_url, "login": "demo-app-key",
-        "password": "demo-app-secret", "extra": {"qps": QPS}})
-    os.environ["AIRFLOW_CONN_KINGDEE_DEFAULT"] = json.dumps({
-        "conn_type": "kingdee", "host": kingdee.base_url, "login": "demo", "password": "demo-password",
-        "extra": {"acct_id": "demo-acct", "lcid": 2052, "org_num": "0", "auth_mode": "session"}})
+    os.environ["AIRFLOW_CONN_DINGTALK_DEFAULT"] = json.dumps(dingtalk.connection())
+    os.environ["AIRFLOW_CONN_KINGDEE_DEFAULT"] = json.dumps(kingdee.connection())
     with tempfile.TemporaryDirectory() as scratch:
         url = args.staging_url or f"sqlite:///{Path(scratch) / 'staging.db'}"
         engine = staging.connect(url)

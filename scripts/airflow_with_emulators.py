@@ -127,17 +127,6 @@ def load_or_generate_claims(scheme: Scheme, count: int, days: int, seed: int) ->
     return [c.instance for c in claims], late
 
 
-def connection_json(dingtalk_url: str, kingdee_url: str) -> dict[str, dict]:
-    """Airflow connections for the two emulators, in the shape of the custom connection forms."""
-    return {
-        "dingtalk": {"conn_type": "dingtalk", "host": dingtalk_url, "login": DINGTALK_APP[0],
-                     "password": DINGTALK_APP[1], "extra": {"qps": 20, "agent_id": "demo-agent"}},
-        "kingdee": {"conn_type": "kingdee", "host": kingdee_url, "login": KINGDEE_USER[0],
-                    "password": KINGDEE_USER[1],
-                    "extra": {"acct_id": KINGDEE_ACCT, "lcid": 2052, "org_num": "0", "auth_mode": "session"}},
-    }
-
-
 def airflow_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     proc = subprocess.run(["airflow", *args], capture_output=True, text=True, check=False)
     if check and proc.returncode != 0:
@@ -307,9 +296,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         dingtalk_url = dingtalk.start()
         kingdee_url = kingdee.start()
-        bodies = connection_json(dingtalk_url, kingdee_url)
-        conns = {scheme.source.dingtalk_conn_id: ("dingtalk", bodies["dingtalk"]),
-                 scheme.target.kingdee_conn_id: ("kingdee", bodies["kingdee"])}
+        conns = {scheme.source.dingtalk_conn_id: ("dingtalk", dingtalk.connection(qps=20)),
+                 scheme.target.kingdee_conn_id: ("kingdee", kingdee.connection())}
         statuses = Counter(i["status"] for i in instances)
         print(f"DingTalk emulator: {dingtalk_url} — {len(instances)} claims of {scheme.source.process_code} "
               f"({dict(statuses)}), {len(late)} planned late approvals; admin: {dingtalk_url}/_emulator/state")

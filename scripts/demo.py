@@ -36,16 +36,10 @@ CLAIMS = 300
 SEED = 20241128
 
 
-def airflow_env(dingtalk_url: str, kingdee: KingdeeEmulator, staging_url: str) -> dict[str, str]:
+def airflow_env(dingtalk: DingTalkEmulator, kingdee: KingdeeEmulator, staging_url: str) -> dict[str, str]:
     env = dict(os.environ)
-    env["AIRFLOW_CONN_DINGTALK_DEFAULT"] = json.dumps({
-        "conn_type": "dingtalk", "host": dingtalk_url, "login": "demo-app-key", "password": "demo-app-secret",
-        "extra": {"qps": 20, "agent_id": "demo-agent"},
-    })
-    env["AIRFLOW_CONN_KINGDEE_DEFAULT"] = json.dumps({
-        "conn_type": "kingdee", "host": kingdee.base_url, "login": "demo", "password": "demo-password",
-        "extra": {"acct_id": "demo-acct", "lcid": 2052, "org_num": "0", "auth_mode": "session"},
-    })
+    env["AIRFLOW_CONN_DINGTALK_DEFAULT"] = json.dumps(dingtalk.connection())
+    env["AIRFLOW_CONN_KINGDEE_DEFAULT"] = json.dumps(kingdee.connection())
     env["STAGING_DATABASE_URL"] = staging_url
     # A demo task that fails should say so now, not after minutes of retry back-off.
     env["DK_TASK_RETRIES"] = "0"
@@ -85,7 +79,7 @@ def main() -> None:
     dingtalk_url = dingtalk.start()
     kingdee.start()
     staging_url = f"sqlite:///{DEMO_DIR / 'staging.db'}"
-    env = airflow_env(dingtalk_url, kingdee, staging_url)
+    env = airflow_env(dingtalk, kingdee, staging_url)
     try:
         statuses = Counter(f"{c.instance['status']}/{c.instance.get('result') or '-'}" for c in seed)
         print(f"DingTalk emulator on {dingtalk_url}: {len(seed)} claims of template {scheme.source.process_code} "

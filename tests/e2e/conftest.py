@@ -76,15 +76,6 @@ class World:
         assert doubled == {}, f"claims paid more than once: {doubled}"
 
 
-def connections(monkeypatch, dingtalk_url: str, kingdee_url: str, qps: int = TEST_QPS) -> None:
-    monkeypatch.setenv("AIRFLOW_CONN_DINGTALK_DEFAULT", json.dumps({
-        "conn_type": "dingtalk", "host": dingtalk_url, "login": "demo-app-key", "password": "demo-app-secret",
-        "extra": {"qps": qps}}))
-    monkeypatch.setenv("AIRFLOW_CONN_KINGDEE_DEFAULT", json.dumps({
-        "conn_type": "kingdee", "host": kingdee_url, "login": "demo", "password": "demo-password",
-        "extra": {"acct_id": "demo-acct", "lcid": 2052, "org_num": "0", "auth_mode": "session"}}))
-
-
 @pytest.fixture
 def world_factory(monkeypatch, staging_url):
     """Build a world with ``count`` generated claims started over the three days before now."""
@@ -100,7 +91,8 @@ def world_factory(monkeypatch, staging_url):
         started.extend([dingtalk, kingdee])
         dingtalk.start()
         kingdee.start()
-        connections(monkeypatch, dingtalk.base_url, kingdee.base_url)
+        monkeypatch.setenv("AIRFLOW_CONN_DINGTALK_DEFAULT", json.dumps(dingtalk.connection()))
+        monkeypatch.setenv("AIRFLOW_CONN_KINGDEE_DEFAULT", json.dumps(kingdee.connection()))
         monkeypatch.setenv("STAGING_DATABASE_URL", staging_url)
         return World(dingtalk=dingtalk, kingdee=kingdee, seed=claims, scheme=load_scheme(SCHEME_FILE),
                       staging_url=staging_url, now=now)

@@ -284,6 +284,12 @@ class DingTalkEmulator:
         self.base_url = self._server.start()
         return self.base_url
 
+    def connection(self, qps: int | None = None) -> dict[str, Any]:
+        """An Airflow ``dingtalk`` connection to this emulator with its app key and secret, as the
+        connection form stores it: JSON for ``AIRFLOW_CONN_<ID>``. ``qps`` defaults to the emulator's."""
+        return {"conn_type": "dingtalk", "host": self.base_url, "login": self.app_key, "password": self.app_secret,
+                "extra": {"qps": qps or self.qps or 20, "agent_id": "demo-agent"}}
+
     def stop(self) -> None:
         self._stopping.set()  # lets hanging answers finish early
         if self._server is not None:

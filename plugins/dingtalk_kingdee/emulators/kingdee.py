@@ -565,6 +565,16 @@ class KingdeeEmulator:
     def base_url(self) -> str:
         return f"{self._server.root_url}/k3cloud/"
 
+    def connection(self, auth_mode: str = "session") -> dict[str, Any]:
+        """An Airflow ``kingdee`` connection to this emulator (its first user; in signature mode its
+        first app), as the connection form stores it: JSON for ``AIRFLOW_CONN_<ID>``."""
+        user, password = next(iter(self.users.items()))
+        extra: dict[str, Any] = {"acct_id": self.acct_id, "lcid": 2052, "org_num": "0", "auth_mode": auth_mode}
+        if auth_mode == "signature":
+            app_id, password = next(iter(self.apps.items()))
+            extra["app_id"] = app_id
+        return {"conn_type": "kingdee", "host": self.base_url, "login": user, "password": password, "extra": extra}
+
     def bills(self, form_id: str = "AP_PAYBILL") -> list[dict[str, Any]]:
         spec = FORMS.get(form_id)
         entry_key = spec.entry_key if spec else "Entries"
