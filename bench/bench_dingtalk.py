@@ -41,11 +41,8 @@ def seed(count: int) -> list[dict]:
 def run(latency_ms: int, count: int, qps: int) -> dict:
     reset_shared_state()
     emulator = DingTalkEmulator(qps=qps, latency_ms=latency_ms, instances=seed(count))
-    base_url = emulator.start()
-    os.environ[f"AIRFLOW_CONN_{CONN_ID.upper()}"] = json.dumps({
-        "conn_type": "dingtalk", "host": base_url, "login": emulator.app_key,
-        "password": emulator.app_secret, "extra": {"qps": qps},
-    })
+    emulator.start()
+    os.environ[f"AIRFLOW_CONN_{CONN_ID.upper()}"] = json.dumps(emulator.connection(qps=qps))
     try:
         hook = DingTalkHook(CONN_ID)
         hook.get_instance("bench-000000")  # token and connection warm-up, not measured
