@@ -10,16 +10,17 @@ export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export AIRFLOW__CORE__UNIT_TEST_MODE := False
 export AIRFLOW__LOGGING__LOGGING_LEVEL ?= INFO
-export PYTHONPATH := $(CURDIR)/plugins:$(CURDIR)
+export PYTHONPATH := $(CURDIR)/plugins:$(CURDIR)/emulators:$(CURDIR)
 
 .PHONY: venv airflow-db test lint demo airflow emulators bench lock clean
 
 # A project-local venv; reinstalls only when a requirements file or pyproject.toml changed.
-$(STAMP): requirements.lock requirements.txt requirements-dev.txt pyproject.toml
+$(STAMP): requirements.lock requirements.txt requirements-dev.txt pyproject.toml emulators/pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
 	@$(BIN)/python -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required"'
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.lock
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e emulators
 	@touch $(STAMP)
 
 venv: $(STAMP)

@@ -17,7 +17,8 @@ import platform
 import time
 from datetime import UTC, datetime, timedelta, timezone
 
-from dingtalk_kingdee.emulators.dingtalk import DingTalkEmulator
+from dk_emulators.dingtalk import DingTalkEmulator
+
 from dingtalk_kingdee.hooks.dingtalk import DingTalkHook, reset_shared_state
 
 CHINA = timezone(timedelta(hours=8))

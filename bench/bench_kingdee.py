@@ -17,7 +17,7 @@ import time
 from decimal import Decimal
 from pathlib import Path
 
-from dingtalk_kingdee.emulators.kingdee_basedata import demo_paybill
+from dk_emulators.kingdee_basedata import demo_paybill
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 UNIVERSE = REPO_ROOT / "include" / "demo" / "universe.json"
@@ -73,7 +73,8 @@ def main() -> None:
     args = parser.parse_args()
 
     sys.path.insert(0, str(REPO_ROOT / "plugins"))
-    from dingtalk_kingdee.emulators.kingdee import KingdeeEmulator
+    from dk_emulators.kingdee import KingdeeEmulator
+
     from dingtalk_kingdee.hooks.kingdee import KingdeeHook
 
     universe = json.loads(UNIVERSE.read_text(encoding="utf-8"))

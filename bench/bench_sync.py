@@ -22,10 +22,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "plugins"))
 
+from dk_emulators.dingtalk import DingTalkEmulator  # noqa: E402
+from dk_emulators.dingtalk_seed import SeedConfig, generate_claims  # noqa: E402
+from dk_emulators.kingdee import KingdeeEmulator  # noqa: E402
+
 from dingtalk_kingdee import pipeline, staging  # noqa: E402
-from dingtalk_kingdee.emulators.dingtalk import DingTalkEmulator  # noqa: E402
-from dingtalk_kingdee.emulators.dingtalk_seed import SeedConfig, generate_claims  # noqa: E402
-from dingtalk_kingdee.emulators.kingdee import KingdeeEmulator  # noqa: E402
 from dingtalk_kingdee.hooks.dingtalk import DingTalkHook  # noqa: E402
 from dingtalk_kingdee.hooks.kingdee import KingdeeHook  # noqa: E402
 from dingtalk_kingdee.scheme import load_scheme  # noqa: E402

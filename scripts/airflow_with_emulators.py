@@ -35,14 +35,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "plugins"))
 
-from dingtalk_kingdee.emulators.dingtalk import DingTalkEmulator  # noqa: E402
-from dingtalk_kingdee.emulators.dingtalk_seed import (  # noqa: E402
+from dk_emulators.dingtalk import DingTalkEmulator  # noqa: E402
+from dk_emulators.dingtalk_seed import (  # noqa: E402
     SeedConfig,
     generate_claims,
     load_seed_file,
     write_seed_file,
 )
-from dingtalk_kingdee.emulators.kingdee import KingdeeEmulator  # noqa: E402
+from dk_emulators.kingdee import KingdeeEmulator  # noqa: E402
+
 from dingtalk_kingdee.scheme import Scheme, load_scheme  # noqa: E402
 
 SCHEME_FILE = ROOT / "include" / "schemes" / "expense_to_paybill.yaml"

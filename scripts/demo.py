@@ -24,10 +24,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "plugins"))
 
+from dk_emulators.dingtalk import DingTalkEmulator  # noqa: E402
+from dk_emulators.dingtalk_seed import SeedConfig, generate_claims  # noqa: E402
+from dk_emulators.kingdee import KingdeeEmulator  # noqa: E402
+
 from dingtalk_kingdee import staging  # noqa: E402
-from dingtalk_kingdee.emulators.dingtalk import DingTalkEmulator  # noqa: E402
-from dingtalk_kingdee.emulators.dingtalk_seed import SeedConfig, generate_claims  # noqa: E402
-from dingtalk_kingdee.emulators.kingdee import KingdeeEmulator  # noqa: E402
 from dingtalk_kingdee.scheme import load_scheme  # noqa: E402
 
 SCHEME_FILE = ROOT / "include" / "schemes" / "expense_to_paybill.yaml"
@@ -111,7 +112,7 @@ def main() -> None:
               "\"select business_id, bill_number, state, amount_cents/100.0 from dk_bills limit 10\"")
         print(f"  rejects:           sqlite3 {DEMO_DIR / 'staging.db'} "
               "\"select business_id, reason_code, reason from dk_rejects\"")
-        print(f"  Kingdee bills:     python -m dingtalk_kingdee.emulators.kingdee --db {DEMO_DIR / 'kingdee.db'}"
+        print(f"  Kingdee bills:     python -m dk_emulators.kingdee --db {DEMO_DIR / 'kingdee.db'}"
               " then POST ExecuteBillQuery (docs/emulators-kingdee.md), or open the Airflow UI: make airflow")
         print(f"  task logs:         {DEMO_DIR / 'run1.log'}, {DEMO_DIR / 'run2.log'}")
     finally:

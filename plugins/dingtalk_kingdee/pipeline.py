@@ -26,6 +26,7 @@ from dingtalk_kingdee.errors import (
     KingdeeError,
     KingdeeOutcomeUnknown,
 )
+from dingtalk_kingdee.money import from_cents
 from dingtalk_kingdee.scheme import Scheme
 from dingtalk_kingdee.transform import transform_claims
 
@@ -300,7 +301,7 @@ def load(scheme: Scheme, kingdee, engine: Engine, run: Run) -> dict:
     if run.dry_run:
         pending = [b for b in staging.bills_by_instance(engine, scheme.id).values() if b["state"] == "pending"
                    and (run.instance_ids is None or b["instance_id"] in run.instance_ids)]
-        total = staging.from_cents(sum(b["amount_cents"] for b in pending))
+        total = from_cents(sum(b["amount_cents"] for b in pending))
         log.info("load (dry run): would send %d bills, %s in total; nothing sent", len(pending), total)
         return {"dry_run": True, "would_send": len(pending), "would_send_amount": str(total)}
 
@@ -436,7 +437,7 @@ def write_back(scheme: Scheme, dingtalk, engine: Engine, run: Run) -> dict:
     def comment(entry: dict) -> bool:
         text = scheme.write_back.render_comment(
             bill_number=entry["bill_number"], business_id=entry["business_id"],
-            amount=staging.from_cents(entry["amount_cents"]), payee=entry["payee"] or "",
+            amount=from_cents(entry["amount_cents"]), payee=entry["payee"] or "",
         )
         user_id = scheme.write_back.comment_user_for(json.loads(entry["payload"]).get("originator_userid", ""))
         try:

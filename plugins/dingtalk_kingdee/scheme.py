@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from dingtalk_kingdee.errors import SchemeError
+from dingtalk_kingdee.reasons import MAPPING_REASONS
 
 # Options BatchSave understands (kingdee-k3cloud-webapi.md); anything else is a typo worth refusing.
 BATCH_SAVE_OPTIONS = frozenset({
@@ -28,9 +29,6 @@ BATCH_SAVE_OPTIONS = frozenset({
     "InterationFlags", "IgnoreInterationFlag", "BatchCount", "IsAutoSubmitAndAudit", "SubSystemId",
 })
 
-# Reason codes a value-map miss may carry (the transform's reject codes for lookups).
-MAP_REJECT_CODES = frozenset({"unmapped_employee", "unmapped_department", "unmapped_expense_item",
-                              "unmapped_value"})
 
 # Placeholders a write-back comment may use.
 COMMENT_PLACEHOLDERS = frozenset({"bill_number", "business_id", "instance_id", "amount", "payee"})
@@ -239,8 +237,8 @@ class ValueMapSpec(_Strict):
     def _one_kind(self) -> ValueMapSpec:
         if (self.file is None) == (self.values is None):
             raise ValueError("give exactly one of file, values")
-        if self.reject_code not in MAP_REJECT_CODES:
-            raise ValueError(f'reject_code "{self.reject_code}" is not one of {sorted(MAP_REJECT_CODES)}')
+        if self.reject_code not in MAPPING_REASONS:
+            raise ValueError(f'reject_code "{self.reject_code}" is not one of {sorted(MAPPING_REASONS)}')
         return self
 
 

@@ -30,6 +30,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from dingtalk_kingdee.money import from_cents, to_cents
+
 SCHEMA_VERSION = 1
 
 metadata = sa.MetaData()
@@ -136,17 +138,6 @@ SENDABLE_STATES = ("pending",)
 
 def now() -> datetime:
     return datetime.now(UTC)
-
-
-def to_cents(amount: Decimal) -> int:
-    cents = amount * 100
-    if cents != cents.to_integral_value():
-        raise ValueError(f"amount {amount} has more than two decimal places")
-    return int(cents)
-
-
-def from_cents(cents: int | None) -> Decimal:
-    return (Decimal(cents or 0) / 100).quantize(Decimal("0.01"))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -41,11 +41,6 @@ REJECT_COLUMNS = ["instance_id", "business_id", "field", "reason_code", "reason"
 WAITING_COLUMNS = ["instance_id", "status"]
 ROW_META = ["instance_id", "table", "row_index", "row_key", "row_id", "parent_row_id", "parent_row_key"]
 
-REASON_CODES = frozenset({
-    "no_rows", "amount_missing", "amount_unparseable", "amount_not_positive", "amount_over_limit",
-    "total_mismatch", "unmapped_employee", "unmapped_department", "unmapped_expense_item", "unmapped_value",
-    "missing_field", "bad_date", "duplicate_business_id", "not_approved", "malformed_payload",
-})
 
 try:  # msgspec (installed with Airflow) decodes the table JSON about twice as fast as json
     import msgspec

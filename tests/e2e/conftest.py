@@ -9,11 +9,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from dk_emulators.dingtalk import DingTalkEmulator
+from dk_emulators.dingtalk_seed import SeedClaim, SeedConfig, generate_claims
+from dk_emulators.kingdee import KingdeeEmulator
 
 from dingtalk_kingdee import pipeline, staging
-from dingtalk_kingdee.emulators.dingtalk import DingTalkEmulator
-from dingtalk_kingdee.emulators.dingtalk_seed import SeedClaim, SeedConfig, generate_claims
-from dingtalk_kingdee.emulators.kingdee import KingdeeEmulator
 from dingtalk_kingdee.hooks.dingtalk import DingTalkHook, reset_shared_state
 from dingtalk_kingdee.hooks.kingdee import KingdeeHook
 from dingtalk_kingdee.scheme import Scheme, load_scheme

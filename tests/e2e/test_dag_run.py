@@ -94,7 +94,7 @@ def test_a_lost_answer_fails_load_and_the_cleared_task_settles_it(world, build_d
 
 
 def test_the_report_alerts_the_group_robot_with_the_rejected_claims(world, build_dag, monkeypatch):
-    from dingtalk_kingdee.emulators.dingtalk import DEMO_ROBOT_TOKEN
+    from dk_emulators.dingtalk import DEMO_ROBOT_TOKEN
 
     monkeypatch.setenv("AIRFLOW_CONN_DINGDING_DEFAULT", json.dumps(
         {"conn_type": "dingding", "host": world.dingtalk.base_url, "password": DEMO_ROBOT_TOKEN}))

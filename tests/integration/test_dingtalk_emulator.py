@@ -14,8 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import requests
-
-from dingtalk_kingdee.emulators.dingtalk import (
+from dk_emulators.dingtalk import (
     CHINA_TZ,
     ERR_APP_QPS,
     ERR_BAD_APP_CREDENTIALS,
@@ -29,7 +28,7 @@ from dingtalk_kingdee.emulators.dingtalk import (
     ERR_WRAPPED,
     DingTalkEmulator,
 )
-from dingtalk_kingdee.emulators.dingtalk_seed import SeedConfig, generate_claims
+from dk_emulators.dingtalk_seed import SeedConfig, generate_claims
 
 PROCESS_CODE = "PROC-EXPENSE-DEMO"
 LISTIDS = "/topapi/processinstance/listids"
@@ -527,14 +526,14 @@ def _free_port() -> int:
 
 
 def test_command_line_serves_generated_claims(tmp_path):
-    help_text = subprocess.run([sys.executable, "-m", "dingtalk_kingdee.emulators.dingtalk", "--help"],
+    help_text = subprocess.run([sys.executable, "-m", "dk_emulators.dingtalk", "--help"],
                                capture_output=True, text=True, check=True).stdout
     for option in ("--port", "--app-key", "--qps", "--latency-ms", "--token-ttl", "--seed-file", "--generate"):
         assert option in help_text
     port = _free_port()
     today = datetime.now(CHINA_TZ).date()
     process = subprocess.Popen(
-        [sys.executable, "-m", "dingtalk_kingdee.emulators.dingtalk", "--port", str(port), "--generate", "25",
+        [sys.executable, "-m", "dk_emulators.dingtalk", "--port", str(port), "--generate", "25",
          "--start", str(today - timedelta(days=10)), "--end", str(today), "--seed", "4"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ},
     )

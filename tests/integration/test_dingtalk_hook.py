@@ -10,8 +10,8 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 import requests
+from dk_emulators.dingtalk import DEFAULT_PROCESS_CODE, DingTalkEmulator
 
-from dingtalk_kingdee.emulators.dingtalk import DEFAULT_PROCESS_CODE, DingTalkEmulator
 from dingtalk_kingdee.errors import DingTalkError, DingTalkUnavailable
 from dingtalk_kingdee.hooks.dingtalk import DingTalkHook, RetryPolicy, reset_shared_state
 

@@ -12,10 +12,8 @@ from typing import Any
 
 import pytest
 import requests
-from k3cloud_webapi_sdk.main import K3CloudApiSdk
-
-from dingtalk_kingdee.emulators import kingdee_basedata
-from dingtalk_kingdee.emulators.kingdee import (
+from dk_emulators import kingdee_basedata
+from dk_emulators.kingdee import (
     DEMO_APP_ID,
     DEMO_APP_SECRET,
     KingdeeEmulator,
@@ -23,6 +21,7 @@ from dingtalk_kingdee.emulators.kingdee import (
     dumps,
     signature_headers,
 )
+from k3cloud_webapi_sdk.main import K3CloudApiSdk
 
 AUTH = "Kingdee.BOS.WebApi.ServicesStub.AuthService."
 FORM = "Kingdee.BOS.WebApi.ServicesStub.DynamicFormService."
@@ -602,7 +601,7 @@ def test_generated_basedata_is_current_and_complete() -> None:
 
 
 def test_cli_help() -> None:
-    result = subprocess.run([sys.executable, "-m", "dingtalk_kingdee.emulators.kingdee", "--help"],
+    result = subprocess.run([sys.executable, "-m", "dk_emulators.kingdee", "--help"],
                             capture_output=True, text=True, timeout=60, check=True)
     for option in ("--port", "--basedata", "--db", "--acct-id", "--app-id", "--latency-ms", "--session-ttl"):
         assert option in result.stdout

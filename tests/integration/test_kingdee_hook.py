@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 import requests
+from dk_emulators.kingdee_basedata import demo_paybill
 
-from dingtalk_kingdee.emulators.kingdee_basedata import demo_paybill
 from dingtalk_kingdee.errors import KingdeeAuthError, KingdeeError, KingdeeOutcomeUnknown
 from dingtalk_kingdee.hooks.kingdee import KingdeeHook
 from dingtalk_kingdee.hooks.kingdee_signature import SignatureIdentity, signature_headers

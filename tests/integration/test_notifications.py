@@ -6,9 +6,9 @@ import json
 from types import SimpleNamespace
 
 import pytest
+from dk_emulators.dingtalk import DEMO_ROBOT_TOKEN
 
 from dingtalk_kingdee import notifications
-from dingtalk_kingdee.emulators.dingtalk import DEMO_ROBOT_TOKEN
 
 
 @pytest.fixture

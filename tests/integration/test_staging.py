@@ -10,6 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from dingtalk_kingdee import staging
+from dingtalk_kingdee.money import to_cents
 
 SCHEME = "s1"
 FINAL = {"COMPLETED", "TERMINATED", "CANCELED"}
@@ -77,7 +78,7 @@ def test_money_is_exact_in_cents(engine):
     [claimed] = staging.claim_for_sending(engine, SCHEME, 10)
     assert claimed.amount == Decimal("12345678.91")
     with pytest.raises(ValueError):
-        staging.to_cents(Decimal("1.005"))
+        to_cents(Decimal("1.005"))
 
 
 def test_concurrent_claims_never_share_a_bill(engine, staging_url):

@@ -167,8 +167,8 @@ def test_mounted_project_folders_are_the_ones_airflow_reads(services, dockerfile
 
 
 def test_demo_profile_serves_both_emulators_on_all_interfaces(services):
-    for name, module, port in (("dingtalk-emulator", "dingtalk_kingdee.emulators.dingtalk", "8801"),
-                               ("kingdee-emulator", "dingtalk_kingdee.emulators.kingdee", "8802")):
+    for name, module, port in (("dingtalk-emulator", "dk_emulators.dingtalk", "8801"),
+                               ("kingdee-emulator", "dk_emulators.kingdee", "8802")):
         service = services[name]
         assert service["profiles"] == ["demo"]
         assert service["entrypoint"][-1] == module and importlib.util.find_spec(module) is not None

@@ -6,16 +6,15 @@ from datetime import datetime
 from decimal import Decimal
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
-
-from dingtalk_kingdee.emulators.kingdee_filter import (
+from dk_emulators.kingdee_filter import (
     FilterError,
     evaluate,
     parse_filter,
     referenced_fields,
     tokenize,
 )
+from hypothesis import given
+from hypothesis import strategies as st
 
 ROW = {
     "FBILLNO": "FKD00000001",

@@ -8,8 +8,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from dingtalk_kingdee.reasons import RejectReason
 from dingtalk_kingdee.scheme import Scheme, load_scheme
-from dingtalk_kingdee.transform import REASON_CODES, transform_claims
+from dingtalk_kingdee.transform import transform_claims
 from tests.fixtures.claims.builder import claim, expense_row, nested_row
 
 SCHEME_FILE = Path(__file__).resolve().parents[2] / "include" / "schemes" / "expense_to_paybill.yaml"
@@ -128,7 +129,7 @@ def test_every_bad_claim_gets_its_reason_and_good_claims_still_map(scheme: Schem
     for instance_id, _, expected in corpus:
         assert codes.get(instance_id) == {expected}, (instance_id, result.rejects[
             result.rejects["instance_id"] == instance_id].to_dict("records"))
-    assert set(result.rejects["reason_code"]) <= REASON_CODES
+    assert set(result.rejects["reason_code"]) <= set(RejectReason)
     assert sorted(result.bills["instance_id"]) == ["good-1", "good-2", "good-3"]
     assert sorted(result.waiting["instance_id"]) == ["wait-1", "wait-2"]
     amounts = dict(zip(result.bills["instance_id"], result.bills["amount"], strict=True))

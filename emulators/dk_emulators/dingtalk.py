@@ -7,7 +7,7 @@ per-app per-API QPS limit with its penalty window, and injectable faults (thrott
 gateway errors, the per-IP ban page, malformed bodies, hangs, dropped connections).
 
 Run it in a test with ``DingTalkEmulator().start()`` or from a shell with
-``python -m dingtalk_kingdee.emulators.dingtalk --help``. See docs/emulators-dingtalk.md.
+``python -m dk_emulators.dingtalk --help``. See docs/emulators-dingtalk.md.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from urllib.parse import parse_qs
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
-from dingtalk_kingdee.emulators._server import ServerThread, drop_connection, fault_fires, serve_forever
+from dk_emulators._server import ServerThread, drop_connection, fault_fires, serve_forever
 
 CHINA_TZ = timezone(timedelta(hours=8))
 DEFAULT_PROCESS_CODE = "PROC-EXPENSE-DEMO"
@@ -879,7 +879,7 @@ class DingTalkEmulator:
 # ---------------------------------------------------------------------- command line
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m dingtalk_kingdee.emulators.dingtalk",
+        prog="python -m dk_emulators.dingtalk",
         description="Serve a local emulator of the DingTalk approval API (oapi style).",
     )
     parser.add_argument("--host", default="127.0.0.1")
@@ -903,7 +903,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from dingtalk_kingdee.emulators import dingtalk_seed
+    from dk_emulators import dingtalk_seed
 
     args = build_parser().parse_args(argv)
     instances: list[dict] = []

@@ -31,10 +31,10 @@ from urllib.parse import quote, unquote
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 
-from dingtalk_kingdee.emulators import kingdee_filter
-from dingtalk_kingdee.emulators._server import ServerThread, drop_connection, fault_fires, serve_forever
+from dk_emulators import kingdee_filter
+from dk_emulators._server import ServerThread, drop_connection, fault_fires, serve_forever
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_BASEDATA = REPO_ROOT / "include" / "demo" / "kingdee_basedata.json"
 
 AUTH_PREFIX = "Kingdee.BOS.WebApi.ServicesStub.AuthService."
@@ -1439,7 +1439,7 @@ def parse_call(body: bytes, service: str) -> tuple[str | None, dict[str, Any]]:
 # ------------------------------------------------------------------------------------------- CLI
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m dingtalk_kingdee.emulators.kingdee",
+    parser = argparse.ArgumentParser(prog="python -m dk_emulators.kingdee",
                                      description="Serve the Kingdee K/3Cloud WebAPI emulator over HTTP.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8802)

@@ -22,7 +22,7 @@ from typing import Any
 
 CHINA_TZ = timezone(timedelta(hours=8))
 DEFAULT_PROCESS_CODE = "PROC-EXPENSE-DEMO"
-UNIVERSE_PATH = Path(__file__).resolve().parents[3] / "include" / "demo" / "universe.json"
+UNIVERSE_PATH = Path(__file__).resolve().parents[2] / "include" / "demo" / "universe.json"
 
 # Final states a generated claim can be in (keys of SeedConfig.status_weights).
 STATUS_KINDS = ("agree", "refuse", "terminated", "canceled", "running")

@@ -11,7 +11,7 @@ business form the type belongs to), BD_SETTLETYPE, CN_RECPAYPURPOSE, BD_Expense,
 BD_Empinfo, BD_Supplier, BD_Customer. Ids are stable: derived from the form's position in
 ``FORM_ID_BASE`` and the record's position, so a regenerated file keeps the same ids.
 
-Usage: ``python -m dingtalk_kingdee.emulators.kingdee_basedata [--universe U] [--out O] [--check]``.
+Usage: ``python -m dk_emulators.kingdee_basedata [--universe U] [--out O] [--check]``.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_UNIVERSE = REPO_ROOT / "include" / "demo" / "universe.json"
 DEFAULT_OUT = REPO_ROOT / "include" / "demo" / "kingdee_basedata.json"
 
@@ -83,7 +83,7 @@ def build_basedata(universe: dict[str, Any]) -> dict[str, Any]:
     ]
     return {
         "about": ("Kingdee K/3Cloud base data of the demo account set, generated from "
-                  "include/demo/universe.json by dingtalk_kingdee.emulators.kingdee_basedata; "
+                  "include/demo/universe.json by dk_emulators.kingdee_basedata; "
                   "do not edit by hand."),
         "forms": {
             "ORG_Organizations": _records("ORG_Organizations", orgs),

@@ -1,0 +1,32 @@
+"""Why a claim did not become a bill: one vocabulary for the transform, the scheme, staging and reports."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class RejectReason(StrEnum):
+    """A reject's ``reason_code``, as stored in ``dk_rejects`` and shown in reports and alerts."""
+
+    NO_ROWS = "no_rows"
+    AMOUNT_MISSING = "amount_missing"
+    AMOUNT_UNPARSEABLE = "amount_unparseable"
+    AMOUNT_NOT_POSITIVE = "amount_not_positive"
+    AMOUNT_OVER_LIMIT = "amount_over_limit"
+    TOTAL_MISMATCH = "total_mismatch"
+    UNMAPPED_EMPLOYEE = "unmapped_employee"
+    UNMAPPED_DEPARTMENT = "unmapped_department"
+    UNMAPPED_EXPENSE_ITEM = "unmapped_expense_item"
+    UNMAPPED_VALUE = "unmapped_value"
+    MISSING_FIELD = "missing_field"
+    BAD_DATE = "bad_date"
+    DUPLICATE_BUSINESS_ID = "duplicate_business_id"
+    NOT_APPROVED = "not_approved"
+    MALFORMED_PAYLOAD = "malformed_payload"
+
+
+# The reasons a value-map miss may carry: fixing the map (not the claim) cures them.
+MAPPING_REASONS = frozenset({
+    RejectReason.UNMAPPED_EMPLOYEE, RejectReason.UNMAPPED_DEPARTMENT, RejectReason.UNMAPPED_EXPENSE_ITEM,
+    RejectReason.UNMAPPED_VALUE,
+})
