@@ -10,6 +10,9 @@ export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export AIRFLOW__CORE__UNIT_TEST_MODE := False
 export AIRFLOW__LOGGING__LOGGING_LEVEL ?= INFO
+# Local state (the default SQLite staging) in the checkout's var/; outside make it defaults under AIRFLOW_HOME.
+# The schemes default to include/schemes beside the DAGs folder (see plugins/dingtalk_kingdee/settings.py).
+export DK_VAR_DIR ?= $(CURDIR)/var
 export PYTHONPATH := $(CURDIR)/plugins:$(CURDIR)/emulators:$(CURDIR)
 
 .PHONY: venv airflow-db test lint demo airflow emulators bench lock clean

@@ -1,6 +1,16 @@
 """Every setting of the project, read from the environment with a documented default.
 
-The embedded default needs nothing configured: staging lives in a SQLite file under ``var/``.
+No default depends on where this module lies (a checkout's ``plugins/`` or an installed wheel's
+``site-packages``); the two folders the project reads and writes follow Airflow's own layout:
+
+- ``DK_SCHEMES_DIR``, the integration schemes (one DAG per ``<scheme>.yaml``): by default
+  ``include/schemes`` beside Airflow's DAGs folder (``[core] dags_folder``, e.g. from
+  ``AIRFLOW__CORE__DAGS_FOLDER``), the usual Airflow project layout of ``dags/``, ``plugins/`` and
+  ``include/`` side by side.
+- ``DK_VAR_DIR``, local state (the default SQLite staging file): by default ``dingtalk_kingdee/`` under
+  ``AIRFLOW_HOME`` (``~/airflow`` when unset, as for Airflow itself).
+
+The embedded default needs nothing configured: staging lives in a SQLite file under the var folder.
 """
 
 from __future__ import annotations
@@ -9,12 +19,23 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+from airflow.sdk import conf
 
 
 def _env(name: str, default: str) -> str:
     value = os.environ.get(name, "").strip()
     return value or default
+
+
+def default_schemes_dir() -> Path:
+    """``include/schemes`` beside Airflow's DAGs folder."""
+    dags_folder = Path(conf.get("core", "dags_folder")).expanduser()
+    return dags_folder.parent / "include" / "schemes"
+
+
+def default_var_dir() -> Path:
+    """``dingtalk_kingdee/`` under AIRFLOW_HOME, whose default is Airflow's (``~/airflow``)."""
+    return Path(_env("AIRFLOW_HOME", "~/airflow")).expanduser() / "dingtalk_kingdee"
 
 
 @dataclass(frozen=True)
@@ -31,11 +52,11 @@ class Settings:
 
 def get_settings() -> Settings:
     """Read the settings now (not at import), so tests and tasks see the current environment."""
-    var_dir = Path(_env("DK_VAR_DIR", str(PROJECT_ROOT / "var")))
+    var_dir = Path(_env("DK_VAR_DIR", str(default_var_dir())))
     return Settings(
         # SQLAlchemy URL of the staging database, e.g. postgresql+psycopg://postgres@127.0.0.1:5432/dk
         staging_database_url=_env("STAGING_DATABASE_URL", f"sqlite:///{var_dir / 'staging.db'}"),
-        schemes_dir=Path(_env("DK_SCHEMES_DIR", str(PROJECT_ROOT / "include" / "schemes"))),
+        schemes_dir=Path(_env("DK_SCHEMES_DIR", str(default_schemes_dir()))),
         dingtalk_conn_id=_env("DK_DINGTALK_CONN_ID", "dingtalk_default"),
         kingdee_conn_id=_env("DK_KINGDEE_CONN_ID", "kingdee_default"),
         # DingTalk group robot (dingding provider) for failure alerts; alerts are off when absent.

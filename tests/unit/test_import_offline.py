@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -28,7 +29,9 @@ def test_package_and_dags_import_without_network():
         assert not attempts, attempts
         print("offline ok", sorted(dags))
     """)
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                          env={**__import__("os").environ, "PYTHONPATH": str(ROOT / "plugins")})
+    # The schemes come from their default place, include/schemes beside the DAGs folder.
+    env = {key: value for key, value in os.environ.items() if key != "DK_SCHEMES_DIR"}
+    env.update(PYTHONPATH=str(ROOT / "plugins"), AIRFLOW__CORE__DAGS_FOLDER=str(ROOT / "dags"))
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "offline ok" in proc.stdout
