@@ -15,7 +15,7 @@ export AIRFLOW__LOGGING__LOGGING_LEVEL ?= INFO
 export DK_VAR_DIR ?= $(CURDIR)/var
 export PYTHONPATH := $(CURDIR)/plugins:$(CURDIR)/emulators:$(CURDIR)
 
-.PHONY: venv airflow-db test lint demo airflow emulators bench lock clean
+.PHONY: venv airflow-db test lint demo airflow emulators bench wheel lock clean
 
 # A project-local venv; reinstalls only when a requirements file or pyproject.toml changed.
 $(STAMP): requirements.lock requirements.txt requirements-dev.txt pyproject.toml emulators/pyproject.toml
@@ -58,6 +58,10 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_transform.py
 	$(BIN)/python bench/bench_sync.py
 
+# The product wheel (the dingtalk_kingdee package only) in dist/, for `pip install` into an Airflow environment.
+wheel: $(STAMP)
+	$(BIN)/pip wheel --quiet --disable-pip-version-check --no-deps --wheel-dir $(CURDIR)/dist .
+
 # Regenerate the lock from the direct requirements in a scratch venv.
 lock:
 	rm -rf $(CURDIR)/.lockvenv && $(PYTHON) -m venv $(CURDIR)/.lockvenv
@@ -67,4 +71,4 @@ lock:
 	rm -rf $(CURDIR)/.lockvenv
 
 clean:
-	rm -rf $(VENV) $(AIRFLOW_HOME) var
+	rm -rf $(VENV) $(AIRFLOW_HOME) var dist build
