@@ -168,6 +168,7 @@ SMOKE = textwrap.dedent("""
                            and Path(module.__file__).resolve().is_relative_to(checkout / "plugins"))
     print(json.dumps({
         "package_name": info["package-name"],
+        "versions": [dist.version, dingtalk_kingdee.__version__, *info["versions"]],
         "connection_types": sorted(c["connection-type"] for c in info.get("connection-types", [])),
         "hook_modules_in_wheel": all(Path(sys.modules[h.__module__].__file__).resolve().is_relative_to(site)
                                      for h in hooks),
@@ -202,6 +203,7 @@ def test_installed_wheel_imports_and_builds_the_dags_without_the_emulators(clean
     assert result["schemes_dir"] == [str(ROOT / "include" / "schemes")] * 2
     assert result["var_dir"] == [str(tmp_path / "var"), str(tmp_path / "airflow_home" / "dingtalk_kingdee")]
     assert result["package_name"] == "dingtalk-kingdee"
+    assert len(set(result["versions"])) == 1, result["versions"]
     assert {"dingtalk", "kingdee"} <= set(result["connection_types"])
     assert result["hook_modules_in_wheel"]
     schemes = sorted(p.stem for p in (ROOT / "include" / "schemes").glob("*.yaml"))
