@@ -17,7 +17,7 @@ import time
 from decimal import Decimal
 from pathlib import Path
 
-from dk_emulators.kingdee_basedata import demo_paybill
+from dk_emulators.kingdee.basedata import demo_paybill
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 UNIVERSE = REPO_ROOT / "include" / "demo" / "universe.json"

@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "plugins"))
 
 from dk_emulators.dingtalk import DingTalkEmulator  # noqa: E402
-from dk_emulators.dingtalk_seed import (  # noqa: E402
+from dk_emulators.dingtalk.seed import (  # noqa: E402
     SeedConfig,
     generate_claims,
     load_seed_file,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import random
 import socket
 import threading
 import time
@@ -63,27 +62,3 @@ def serve_forever(app, host: str, port: int) -> None:
     uvicorn.run(app, host=host, port=port, log_level="info", http="h11", loop="asyncio",
                 lifespan="off", backlog=512)
 
-
-def drop_connection(send) -> None:
-    """Close the client connection without answering (uvicorn h11 only).
-
-    ``send`` is the ASGI send callable: uvicorn binds it to the request cycle, which holds the
-    transport. Used for the "commit then drop" and "connection reset" faults.
-    """
-    cycle = getattr(send, "__self__", None)
-    transport = getattr(cycle, "transport", None)
-    if transport is None:
-        raise RuntimeError("drop_connection needs uvicorn's h11 protocol")
-    transport.abort()
-
-
-def fault_fires(fault, armed: list, rng: random.Random) -> bool:
-    """Whether an armed fault fires on this call: drawn by its ``rate``, counted against its
-    ``times``, and disarmed (removed from ``armed``) once spent. Faults carry ``rate``, ``times``
-    and ``fired``."""
-    if fault.rate is not None and rng.random() >= fault.rate:
-        return False
-    fault.fired += 1
-    if fault.times is not None and fault.fired >= fault.times:
-        armed.remove(fault)
-    return True

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from dk_emulators.dingtalk import DingTalkEmulator
-from dk_emulators.dingtalk_seed import SeedClaim, SeedConfig, generate_claims
+from dk_emulators.dingtalk.seed import SeedClaim, SeedConfig, generate_claims
 from dk_emulators.kingdee import KingdeeEmulator
 
 from dingtalk_kingdee import pipeline, staging

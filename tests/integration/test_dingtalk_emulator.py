@@ -28,7 +28,7 @@ from dk_emulators.dingtalk import (
     ERR_WRAPPED,
     DingTalkEmulator,
 )
-from dk_emulators.dingtalk_seed import SeedConfig, generate_claims
+from dk_emulators.dingtalk.seed import SeedConfig, generate_claims
 
 PROCESS_CODE = "PROC-EXPENSE-DEMO"
 LISTIDS = "/topapi/processinstance/listids"

@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 import requests
-from dk_emulators import kingdee_basedata
 from dk_emulators.kingdee import (
     DEMO_APP_ID,
     DEMO_APP_SECRET,
@@ -21,6 +20,7 @@ from dk_emulators.kingdee import (
     dumps,
     signature_headers,
 )
+from dk_emulators.kingdee import basedata as kingdee_basedata
 from k3cloud_webapi_sdk.main import K3CloudApiSdk
 
 AUTH = "Kingdee.BOS.WebApi.ServicesStub.AuthService."
@@ -544,7 +544,7 @@ def test_admin_endpoints(client: Client, kingdee_emulator: KingdeeEmulator) -> N
     armed = requests.post(root + "faults", json={"fault": "http_502", "service": "BatchSave"}, timeout=10)
     assert armed.status_code == 200 and kingdee_emulator.faults[0]["kind"] == "http_502"
     assert requests.post(root + "faults", json={"fault": "nope"}, timeout=10).status_code == 400
-    assert requests.delete(root + "faults", timeout=10).json() == {"cleared": True}
+    assert requests.delete(root + "faults", timeout=10).json() == {"ok": True, "cleared": 1}
     client.save([paybill(amount=Decimal("7.10"))])
     bills = json.loads(requests.get(root + "bills", timeout=10).text, parse_float=Decimal)
     assert bills[0]["FBillNo"] == "FKD00000001"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from dk_emulators.kingdee_basedata import demo_paybill
+from dk_emulators.kingdee.basedata import demo_paybill
 
 from dingtalk_kingdee.errors import KingdeeAuthError, KingdeeError, KingdeeOutcomeUnknown
 from dingtalk_kingdee.hooks.kingdee import KingdeeHook

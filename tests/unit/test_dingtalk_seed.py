@@ -7,7 +7,7 @@ from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 
 import pytest
-from dk_emulators.dingtalk_seed import (
+from dk_emulators.dingtalk.seed import (
     CHINA_TZ,
     EDGE_CASES,
     SeedClaim,

@@ -6,7 +6,7 @@ from datetime import datetime
 from decimal import Decimal
 
 import pytest
-from dk_emulators.kingdee_filter import (
+from dk_emulators.kingdee.filter_string import (
     FilterError,
     evaluate,
     parse_filter,

@@ -15,14 +15,49 @@ import random
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-CHINA_TZ = timezone(timedelta(hours=8))
-DEFAULT_PROCESS_CODE = "PROC-EXPENSE-DEMO"
-UNIVERSE_PATH = Path(__file__).resolve().parents[2] / "include" / "demo" / "universe.json"
+from dk_emulators.demo_data import UNIVERSE_FILE, demo_file, read_demo_text
+from dk_emulators.dingtalk.seed_form import (
+    DEFAULT_PROFILE,
+    LABEL_ADMIN_TYPE,
+    LABEL_AMOUNT,
+    LABEL_ATTACHMENTS,
+    LABEL_CATEGORY,
+    LABEL_COMPANY_PAY,
+    LABEL_DATE,
+    LABEL_DESCRIPTION,
+    LABEL_DETAILS,
+    LABEL_INVOICE,
+    LABEL_NESTED_NOTE,
+    LABEL_NESTED_TOTAL,
+    LABEL_NOTE,
+    LABEL_PAYEE_ACCOUNT,
+    LABEL_PHOTOS,
+    LABEL_PROJECT,
+    LABEL_PROJECT_DETAILS,
+    LABEL_PROJECT_TYPE,
+    LABEL_RELATED,
+    NESTED_COMPONENTS,
+    ROW_COMPONENTS,
+    TOP_COMPONENTS,
+    TYPE_PROFILES,
+    cell,
+    china_datetime,
+    china_text,
+    compact_json,
+    file_value,
+    format_money,
+    money_upper,
+    random_token,
+    split_cents,
+    table_schema,
+    top_cell,
+)
+from dk_emulators.dingtalk.wire import CHINA_TZ, DEFAULT_PROCESS_CODE
 
 # Final states a generated claim can be in (keys of SeedConfig.status_weights).
 STATUS_KINDS = ("agree", "refuse", "terminated", "canceled", "running")
@@ -38,66 +73,7 @@ EDGE_CASES: dict[str, str] = {
     "duplicate_business_id": "duplicate_business_id",
 }
 REJECT_NOT_APPROVED = "not_approved"
-
-# Labels of the expense form (exactly as the template names them) and their component ids.
-LABEL_PROJECT = "费用归属项目"
-LABEL_CATEGORY = "报销类别"
-LABEL_NOTE = "TextNote_7L0ZKXODKW40"
-LABEL_ADMIN_TYPE = "行政报销类型"
-LABEL_PROJECT_TYPE = "项目报销类型"
-LABEL_DETAILS = "报销明细"
-LABEL_DATE = "费用发生日期"
-LABEL_AMOUNT = "报销金额(元)"
-LABEL_DESCRIPTION = "费用明细"
-LABEL_PROJECT_DETAILS = "项目费用明细"
-LABEL_NESTED_TOTAL = "总金额"
-LABEL_RELATED = "关联审批单"
-LABEL_NESTED_NOTE = "TextNote-KDE5B2G3"
-LABEL_INVOICE = "电子发票"
-LABEL_PAYEE_ACCOUNT = "收款账号"
-LABEL_COMPANY_PAY = "公司帐号付款(如需公司帐号付款请选择)"
-LABEL_PHOTOS = "报销凭证拍照上传"
-LABEL_ATTACHMENTS = "附件"
-
-TOP_COMPONENTS = {  # label -> (component id, component type)
-    LABEL_PROJECT: ("DDSelectField_1Q2V3PK4OQ8W0", "DDSelectField"),
-    LABEL_CATEGORY: ("DDSelectField_21ASEWDIB0W00", "DDSelectField"),
-    LABEL_NOTE: ("TextNote_7L0ZKXODKW40", "TextNote"),
-    LABEL_ADMIN_TYPE: ("DDSelectField_LZ8ZMRBHCRK0", "DDSelectField"),
-    LABEL_PROJECT_TYPE: ("DDSelectField_1DL8F4CAGB280", "DDSelectField"),
-    LABEL_DETAILS: ("TableField_K404KZ5IATS0", "TableField"),
-}
-ROW_COMPONENTS = {
-    LABEL_DATE: ("DDDateField_ITHUFEYY8BK0", "DDDateField"),
-    LABEL_AMOUNT: ("MoneyField_1S85G4YLMM5C0", "MoneyField"),
-    LABEL_DESCRIPTION: ("TextareaField_1KBOLPXS2TFK0", "TextareaField"),
-    LABEL_PROJECT_DETAILS: ("TableField_1M3IV3VR6CTC0", "TableField"),
-}
-NESTED_COMPONENTS = {
-    LABEL_NESTED_TOTAL: ("MoneyField_2B5Z9X7QWE4G0", "MoneyField"),
-    LABEL_RELATED: ("RelateField_1XW3Q8R0V9TS0", "RelateField"),
-    LABEL_NESTED_NOTE: ("TextNote-KDE5B2G3", "TextNote"),
-    LABEL_INVOICE: ("DDAttachment_Z5Q1M1VZ6Y80", "DDAttachment"),
-    LABEL_PAYEE_ACCOUNT: ("TextField_1G7J9OK2NVB40", "TextField"),
-    LABEL_COMPANY_PAY: ("DDSelectField_7YDBUQ1XN5C0", "DDSelectField"),
-    LABEL_PHOTOS: ("DDPhotoField_JS5V3I3Y7GG0", "DDPhotoField"),
-    LABEL_ATTACHMENTS: ("DDAttachment_1C7QPKL1LSXS0", "DDAttachment"),
-}
-
-# Plausible amounts (yuan) and descriptions per expense type.
-TYPE_PROFILES: dict[str, tuple[int, int, tuple[str, ...]]] = {
-    "差旅费": (200, 5000, ("北京出差高铁往返", "深圳出差住宿两晚", "杭州客户拜访差旅")),
-    "交通费": (15, 300, ("打车去客户现场", "加班晚归打车", "机场往返出租车")),
-    "办公费": (20, 800, ("采购打印纸和文具", "购买办公用移动硬盘", "会议室白板笔与便签")),
-    "业务招待费": (100, 3000, ("招待客户晚餐", "合作方来访茶歇", "年度客户答谢午宴")),
-    "通讯费": (50, 300, ("本月手机话费", "出差期间流量包", "办公宽带续费")),
-    "项目差旅费": (300, 6000, ("项目现场出差机票", "项目驻场住宿", "项目验收差旅")),
-    "项目材料费": (100, 20000, ("采购项目测试设备配件", "项目现场布线材料", "项目样机耗材")),
-    "项目外包费": (2000, 50000, ("外包开发阶段款", "第三方测试服务费", "外包设计服务费")),
-    "项目会议费": (500, 8000, ("项目启动会场地费", "项目评审会茶歇", "项目周例会场地")),
-    "团建费": (200, 2000, ("部门团建聚餐", "季度团建活动", "团队拓展训练")),
-}
-DEFAULT_PROFILE = (50, 1000, ("日常费用报销",))
+HEX = "0123456789abcdef"
 
 
 @dataclass
@@ -116,7 +92,7 @@ class SeedConfig:
     rows: tuple[int, int] = (1, 4)  # rows of 报销明细 per claim, inclusive
     edge_rate: float = 0.05  # of approved claims, how many carry an edge case
     nested_rate: float = 0.3  # of 报销明细 rows, how many have 项目费用明细 rows
-    universe: Mapping[str, Any] | None = None  # the demo universe; read from include/demo when None
+    universe: Mapping[str, Any] | None = None  # the demo universe; None = load_universe()
 
 
 @dataclass(frozen=True)
@@ -146,131 +122,11 @@ class SeedClaim:
         return self.instance["business_id"]
 
 
-def load_universe(path: Path | str = UNIVERSE_PATH) -> dict:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+def load_universe(path: Path | str | None = None) -> dict:
+    """The demo universe (employees, departments, expense types); default: ``universe.json`` of the
+    demo folder (``DK_DEMO_DIR``, see ``dk_emulators.demo_data``)."""
+    return json.loads(read_demo_text(Path(path) if path is not None else demo_file(UNIVERSE_FILE)))
 
-
-# ---------------------------------------------------------------------- value encodings
-_DIGITS = "零壹贰叁肆伍陆柒捌玖"
-_SMALL_UNITS = ("", "拾", "佰", "仟")
-_GROUP_UNITS = ("", "万", "亿", "万亿")
-
-
-def _four_digits_upper(number: int) -> str:
-    text, zero_pending = "", False
-    for position in (3, 2, 1, 0):
-        digit = number // 10 ** position % 10
-        if digit == 0:
-            zero_pending = zero_pending or bool(text)
-            continue
-        if zero_pending:
-            text += "零"
-            zero_pending = False
-        text += _DIGITS[digit] + _SMALL_UNITS[position]
-    return text
-
-
-def money_upper(amount: Decimal) -> str:
-    """Chinese capital amount as MoneyField shows it: 150 -> 壹佰伍拾元整, 1280.50 -> 壹仟贰佰捌拾元伍角."""
-    sign = "负" if amount < 0 else ""
-    cents = int((abs(amount) * 100).to_integral_value())
-    yuan, jiao, fen = cents // 100, cents // 10 % 10, cents % 10
-    groups = []
-    rest = yuan
-    while rest:
-        groups.append(rest % 10000)
-        rest //= 10000
-    text, zero_pending = "", False
-    for index in reversed(range(len(groups))):
-        group = groups[index]
-        if group == 0:
-            zero_pending = bool(text)
-            continue
-        if text and (zero_pending or group < 1000):
-            text += "零"
-        text += _four_digits_upper(group) + _GROUP_UNITS[index]
-        zero_pending = False
-    if jiao == 0 and fen == 0:
-        return sign + (text or "零") + "元整"
-    text = text + "元" if text else ""
-    if jiao:
-        text += _DIGITS[jiao] + "角"
-    elif text:
-        text += "零"
-    if fen:
-        text += _DIGITS[fen] + "分"
-    return sign + text
-
-
-def format_money(cents: int, rng: random.Random) -> str:
-    """How people type amounts: "150", "1280.50", "580.00", sometimes "1,280.50"."""
-    amount = Decimal(cents) / 100
-    whole = cents % 100 == 0
-    thousands = abs(cents) >= 100_000 and rng.random() < 0.3
-    if whole and rng.random() < 0.8:
-        return f"{cents // 100:,}" if thousands else str(cents // 100)
-    return format(amount, ",.2f") if thousands else format(amount, ".2f")
-
-
-def _json(value: Any) -> str:
-    """JSON inside a string value, compact as the service writes it."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-
-
-def _china(moment: datetime | date | None, default: datetime) -> datetime:
-    if moment is None:
-        return default
-    if not isinstance(moment, datetime):
-        return datetime(moment.year, moment.month, moment.day, tzinfo=CHINA_TZ)
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=CHINA_TZ)
-    return moment.astimezone(CHINA_TZ)
-
-
-def _fmt(moment: datetime) -> str:
-    return moment.astimezone(CHINA_TZ).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _token(rng: random.Random, length: int, alphabet: str = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ") -> str:
-    return "".join(rng.choice(alphabet) for _ in range(length))
-
-
-def _cell(label: str, components: Mapping[str, tuple[str, str]], value: str,
-          extend: dict | None = None) -> dict:
-    key, component_type = components[label]
-    cell: dict[str, Any] = {"componentType": component_type, "label": label, "key": key, "value": value}
-    if extend is not None:
-        cell["extendValue"] = extend
-    return cell
-
-
-def _table_schema(components: Mapping[str, tuple[str, str]]) -> list[dict]:
-    """The empty-table quirk: the table's schema where its rows should be."""
-    return [{"componentName": component_type,
-             "props": {"id": key, "label": label, "required": False, "placeholder": "请输入"}}
-            for label, (key, component_type) in components.items()]
-
-
-def _top(label: str, value: str, ext_value: Any = None) -> dict:
-    key, component_type = TOP_COMPONENTS[label]
-    component: dict[str, Any] = {"name": label, "value": value, "id": key, "component_type": component_type}
-    if ext_value is not None:
-        component["ext_value"] = _json(ext_value)
-    return component
-
-
-def _split_cents(total: int, parts: int, rng: random.Random) -> list[int]:
-    """``parts`` positive amounts summing exactly to ``total``."""
-    parts = max(1, min(parts, total))
-    cuts = sorted(rng.sample(range(1, total), parts - 1)) if parts > 1 else []
-    bounds = [0, *cuts, total]
-    return [bounds[i + 1] - bounds[i] for i in range(parts)]
-
-
-def _file(rng: random.Random, name: str, file_type: str) -> dict:
-    return {"spaceId": str(rng.randint(10**9, 10**10 - 1)), "fileName": name,
-            "fileSize": rng.randint(20_000, 2_000_000), "fileType": file_type,
-            "fileId": str(rng.randint(10**10, 10**11 - 1))}
 
 
 # ---------------------------------------------------------------------- the generator
@@ -294,8 +150,8 @@ class _Generator:
     def run(self) -> list[SeedClaim]:
         config, rng = self.config, self.rng
         now = datetime.now(CHINA_TZ).replace(microsecond=0)
-        end = _china(config.end, now)
-        start = _china(config.start, end - timedelta(days=30))
+        end = china_datetime(config.end, now)
+        start = china_datetime(config.start, end - timedelta(days=30))
         if end <= start:
             raise ValueError("end must be after start")
         span = int((end - start).total_seconds())
@@ -354,7 +210,7 @@ class _Generator:
             "process_instance_id": instance_id,
             "process_code": self.config.process_code,
             "title": f"{employee['name']}提交的报销",
-            "create_time": _fmt(created_at),
+            "create_time": china_text(created_at),
             "originator_userid": employee["userid"],
             "originator_dept_id": department["dept_id"],
             "originator_dept_name": department["name"],
@@ -388,12 +244,12 @@ class _Generator:
         for key, value in instance.items():
             ordered[key] = value
             if key == "create_time" and finish_at is not None:
-                ordered["finish_time"] = _fmt(finish_at)
+                ordered["finish_time"] = china_text(finish_at)
         return ordered
 
     # -- the form --------------------------------------------------------------------------
     def _select(self, label: str, value: str, options: list[str]) -> dict:
-        return _top(label, value, {"label": value, "key": f"option_{options.index(value)}"})
+        return top_cell(label, value, {"label": value, "key": f"option_{options.index(value)}"})
 
     def _form(self, employee: dict, category: str, expense_type: str, created_at: datetime,
               edge: str | None, earlier: list[SeedClaim]) -> tuple[list[dict], Decimal]:
@@ -409,19 +265,19 @@ class _Generator:
         components = [
             self._select(LABEL_PROJECT, project, projects),
             self._select(LABEL_CATEGORY, category, ["行政报销", "项目报销"]),
-            _top(LABEL_NOTE, "单张发票超过1000元请附明细，出差请关联出差申请" if rng.random() < 0.5 else "null"),
+            top_cell(LABEL_NOTE, "单张发票超过1000元请附明细，出差请关联出差申请" if rng.random() < 0.5 else "null"),
             (self._select(LABEL_ADMIN_TYPE, expense_type, admin_options) if category == "行政报销"
-             else _top(LABEL_ADMIN_TYPE, "null")),
+             else top_cell(LABEL_ADMIN_TYPE, "null")),
             (self._select(LABEL_PROJECT_TYPE, expense_type, project_options) if category == "项目报销"
-             else _top(LABEL_PROJECT_TYPE, "null")),
+             else top_cell(LABEL_PROJECT_TYPE, "null")),
         ]
         stat: list[dict] = []
         if rows and edge not in {"amount_missing", "amount_unparseable", "amount_not_positive"}:
             stat = [{"id": ROW_COMPONENTS[LABEL_AMOUNT][0], "label": LABEL_AMOUNT,
                      "num": format(total, ".2f"), "upper": money_upper(total)}]
-        empty_forms = ["null", "[]", _json(_table_schema(ROW_COMPONENTS))]
-        table_value = _json(rows) if rows else rng.choice(empty_forms)
-        components.append(_top(LABEL_DETAILS, table_value, {"statValue": stat, "componentName": "TableField"}))
+        empty_forms = ["null", "[]", compact_json(table_schema(ROW_COMPONENTS))]
+        table_value = compact_json(rows) if rows else rng.choice(empty_forms)
+        components.append(top_cell(LABEL_DETAILS, table_value, {"statValue": stat, "componentName": "TableField"}))
         return components, total
 
     def _rows(self, employee: dict, expense_type: str, created_at: datetime, edge: str | None,
@@ -454,17 +310,17 @@ class _Generator:
             nested = (self._nested_rows(employee, cents, earlier)
                       if index != broken_row and rng.random() < config.nested_rate else [])
             if nested:
-                nested_value = _json(nested)
+                nested_value = compact_json(nested)
             else:
                 nested_value = rng.choice(
-                    ["null", "[]", _json(_table_schema(NESTED_COMPONENTS))])
+                    ["null", "[]", compact_json(table_schema(NESTED_COMPONENTS))])
             rows.append({
-                "rowNumber": f"{table_key}_{_token(rng, 13)}",
+                "rowNumber": f"{table_key}_{random_token(rng, 13)}",
                 "rowValue": [
-                    _cell(LABEL_DATE, ROW_COMPONENTS, spent_text),
-                    _cell(LABEL_AMOUNT, ROW_COMPONENTS, amount_text, amount_extend),
-                    _cell(LABEL_DESCRIPTION, ROW_COMPONENTS, rng.choice(descriptions)),
-                    _cell(LABEL_PROJECT_DETAILS, ROW_COMPONENTS, nested_value,
+                    cell(LABEL_DATE, ROW_COMPONENTS, spent_text),
+                    cell(LABEL_AMOUNT, ROW_COMPONENTS, amount_text, amount_extend),
+                    cell(LABEL_DESCRIPTION, ROW_COMPONENTS, rng.choice(descriptions)),
+                    cell(LABEL_PROJECT_DETAILS, ROW_COMPONENTS, nested_value,
                           {"statValue": [], "componentName": "TableField"}),
                 ],
             })
@@ -474,33 +330,33 @@ class _Generator:
         rng = self.rng
         table_key = ROW_COMPONENTS[LABEL_PROJECT_DETAILS][0]
         nested = []
-        for cents in _split_cents(row_cents, rng.randint(1, 3), rng):
+        for cents in split_cents(row_cents, rng.randint(1, 3), rng):
             related_value, related_extend = "null", None
             if earlier and rng.random() < 0.4:
                 other = rng.choice(earlier).instance
-                related_value = _json([other["title"]])
+                related_value = compact_json([other["title"]])
                 related_extend = {"list": [{"businessId": other["business_id"],
                                             "procInstId": other["process_instance_id"]}]}
-            invoices = [_file(rng, f"电子发票_{rng.randint(10**7, 10**8 - 1)}.pdf", "pdf")]
-            photos = [f"https://static.dingtalk.com/media/lALP{_token(rng, 24)}_1080_1440.jpg"
+            invoices = [file_value(rng, f"电子发票_{rng.randint(10**7, 10**8 - 1)}.pdf", "pdf")]
+            photos = [f"https://static.dingtalk.com/media/lALP{random_token(rng, 24)}_1080_1440.jpg"
                       for _ in range(rng.randint(1, 2))]
             company_pay = "否" if rng.random() < 0.9 else "是"
             nested.append({
-                "rowNumber": f"{table_key}_{_token(rng, 13)}",
+                "rowNumber": f"{table_key}_{random_token(rng, 13)}",
                 "rowValue": [
-                    _cell(LABEL_NESTED_TOTAL, NESTED_COMPONENTS, format_money(cents, rng),
+                    cell(LABEL_NESTED_TOTAL, NESTED_COMPONENTS, format_money(cents, rng),
                           {"upper": money_upper(Decimal(cents) / 100), "componentName": "MoneyField"}),
-                    _cell(LABEL_RELATED, NESTED_COMPONENTS, related_value, related_extend),
-                    _cell(LABEL_NESTED_NOTE, NESTED_COMPONENTS, "请上传与总金额一致的电子发票"),
-                    _cell(LABEL_INVOICE, NESTED_COMPONENTS,
-                          _json(invoices) if rng.random() < 0.8 else "null"),
-                    _cell(LABEL_PAYEE_ACCOUNT, NESTED_COMPONENTS, employee.get("bank_account", "null")),
-                    _cell(LABEL_COMPANY_PAY, NESTED_COMPONENTS, company_pay,
+                    cell(LABEL_RELATED, NESTED_COMPONENTS, related_value, related_extend),
+                    cell(LABEL_NESTED_NOTE, NESTED_COMPONENTS, "请上传与总金额一致的电子发票"),
+                    cell(LABEL_INVOICE, NESTED_COMPONENTS,
+                          compact_json(invoices) if rng.random() < 0.8 else "null"),
+                    cell(LABEL_PAYEE_ACCOUNT, NESTED_COMPONENTS, employee.get("bank_account", "null")),
+                    cell(LABEL_COMPANY_PAY, NESTED_COMPONENTS, company_pay,
                           {"label": company_pay, "key": "option_1" if company_pay == "否" else "option_0"}),
-                    _cell(LABEL_PHOTOS, NESTED_COMPONENTS,
-                          _json(photos) if rng.random() < 0.6 else "null"),
-                    _cell(LABEL_ATTACHMENTS, NESTED_COMPONENTS,
-                          _json([_file(rng, "费用清单.xlsx", "xlsx")])
+                    cell(LABEL_PHOTOS, NESTED_COMPONENTS,
+                          compact_json(photos) if rng.random() < 0.6 else "null"),
+                    cell(LABEL_ATTACHMENTS, NESTED_COMPONENTS,
+                          compact_json([file_value(rng, "费用清单.xlsx", "xlsx")])
                           if rng.random() < 0.3 else "null"),
                 ],
             })
@@ -519,20 +375,20 @@ class _Generator:
         ceiling = max(end, created_at + timedelta(minutes=30))
         finish_at = min(finish_at, ceiling)
         first_at = min(first_at, finish_at - timedelta(minutes=5))
-        records = [{"userid": employee["userid"], "date": _fmt(created_at),
+        records = [{"userid": employee["userid"], "date": china_text(created_at),
                     "operation_type": "START_PROCESS_INSTANCE", "operation_result": "NONE"}]
         tasks: list[dict] = []
 
         def task(user: dict, status: str, result: str, begun: datetime, done: datetime | None) -> dict:
             taskid = str(rng.randint(10**10, 10**11 - 1))
             entry = {"userid": user["userid"], "task_status": status, "task_result": result,
-                     "create_time": _fmt(begun), "taskid": taskid,
-                     "activity_id": f"{_token(rng, 8, '0123456789abcdef')}-{_token(rng, 4, '0123456789abcdef')}",
+                     "create_time": china_text(begun), "taskid": taskid,
+                     "activity_id": f"{random_token(rng, 8, HEX)}-{random_token(rng, 4, HEX)}",
                      "url": ("https://aflow.dingtalk.com/dingtalk/mobile/homepage.htm?dd_share=false&showmenu=true"
                              f"&back=native&procInstId={instance['process_instance_id']}&taskId={taskid}"
                              "&swfrom=isv&dinghash=approval#approval")}
             if done is not None:
-                entry["finish_time"] = _fmt(done)
+                entry["finish_time"] = china_text(done)
             return entry
 
         status, result = {"agree": ("COMPLETED", "agree"), "refuse": ("COMPLETED", "refuse"),
@@ -540,23 +396,23 @@ class _Generator:
                           "running": ("RUNNING", "")}[kind]
         if kind in {"agree", "refuse"}:
             tasks.append(task(manager, "COMPLETED", "AGREE", created_at, first_at))
-            records.append({"userid": manager["userid"], "date": _fmt(first_at),
+            records.append({"userid": manager["userid"], "date": china_text(first_at),
                             "operation_type": "EXECUTE_TASK_NORMAL", "operation_result": "AGREE"})
             decision = "AGREE" if kind == "agree" else "REFUSE"
             tasks.append(task(finance, "COMPLETED", decision, first_at, finish_at))
             refusal = {"remark": "发票抬头不符，请重新提交"} if kind == "refuse" else {}
-            records.append({"userid": finance["userid"], "date": _fmt(finish_at),
+            records.append({"userid": finance["userid"], "date": china_text(finish_at),
                             "operation_type": "EXECUTE_TASK_NORMAL", "operation_result": decision, **refusal})
         elif kind in {"terminated", "canceled"}:
             tasks.append(task(manager, "CANCELED", "NONE", created_at, finish_at))
-            records.append({"userid": employee["userid"], "date": _fmt(finish_at),
+            records.append({"userid": employee["userid"], "date": china_text(finish_at),
                             "operation_type": "TERMINATE_PROCESS_INSTANCE", "operation_result": "NONE"})
         else:
             if rng.random() < 0.5:  # waiting on the manager, or already on finance
                 tasks.append(task(manager, "RUNNING", "NONE", created_at, None))
             else:
                 tasks.append(task(manager, "COMPLETED", "AGREE", created_at, first_at))
-                records.append({"userid": manager["userid"], "date": _fmt(first_at),
+                records.append({"userid": manager["userid"], "date": china_text(first_at),
                                 "operation_type": "EXECUTE_TASK_NORMAL", "operation_result": "AGREE"})
                 tasks.append(task(finance, "RUNNING", "NONE", first_at, None))
             finish_at = None
@@ -601,3 +457,9 @@ def truth_as_json(truth: SeedTruth) -> dict:
         "final_status": truth.final_status,
         "final_result": truth.final_result,
     }
+
+__all__ = [
+    "CHINA_TZ", "DEFAULT_PROCESS_CODE", "EDGE_CASES", "REJECT_NOT_APPROVED", "STATUS_KINDS", "SeedClaim", "SeedConfig",
+    "SeedTruth", "generate_claims", "load_seed_file", "load_universe", "money_upper", "truth_as_json",
+    "write_seed_file",
+]

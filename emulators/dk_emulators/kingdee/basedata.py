@@ -11,7 +11,8 @@ business form the type belongs to), BD_SETTLETYPE, CN_RECPAYPURPOSE, BD_Expense,
 BD_Empinfo, BD_Supplier, BD_Customer. Ids are stable: derived from the form's position in
 ``FORM_ID_BASE`` and the record's position, so a regenerated file keeps the same ids.
 
-Usage: ``python -m dk_emulators.kingdee_basedata [--universe U] [--out O] [--check]``.
+Usage: ``python -m dk_emulators.kingdee.basedata [--universe U] [--out O] [--check]``; the files
+default to the demo folder (``DK_DEMO_DIR``, see ``dk_emulators.demo_data``).
 """
 
 from __future__ import annotations
@@ -24,9 +25,11 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_UNIVERSE = REPO_ROOT / "include" / "demo" / "universe.json"
-DEFAULT_OUT = REPO_ROOT / "include" / "demo" / "kingdee_basedata.json"
+from dk_emulators.demo_data import BASEDATA_FILE, UNIVERSE_FILE, demo_file
+
+# The demo folder's files as resolved at import (DK_DEMO_DIR, else the checkout's include/demo).
+DEFAULT_UNIVERSE = demo_file(UNIVERSE_FILE)
+DEFAULT_OUT = demo_file(BASEDATA_FILE)
 
 # First internal id of each form's records; real ids are opaque integers, these keep them apart.
 FORM_ID_BASE: dict[str, int] = {
@@ -83,7 +86,7 @@ def build_basedata(universe: dict[str, Any]) -> dict[str, Any]:
     ]
     return {
         "about": ("Kingdee K/3Cloud base data of the demo account set, generated from "
-                  "include/demo/universe.json by dk_emulators.kingdee_basedata; "
+                  "include/demo/universe.json by dk_emulators.kingdee.basedata; "
                   "do not edit by hand."),
         "forms": {
             "ORG_Organizations": _records("ORG_Organizations", orgs),
