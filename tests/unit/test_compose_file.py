@@ -67,6 +67,17 @@ def dockerfile() -> str:
     return DOCKERFILE.read_text(encoding="utf-8")
 
 
+def dockerfile_stages(text: str) -> dict[str, str]:
+    """Build stage name -> its lines of the Dockerfile (from its FROM to the next FROM)."""
+    parts = re.split(r"^(?=FROM\s)", text, flags=re.M)
+    stages = {}
+    for part in parts[1:]:
+        match = re.match(r"FROM\s+\S+\s+AS\s+(\S+)", part)
+        assert match, f"unnamed build stage: {part.splitlines()[0]}"
+        stages[match.group(1)] = part
+    return stages
+
+
 def dockerfile_env(text: str) -> dict[str, str]:
     """ENV values of the Dockerfile with ${VAR} of earlier ENV lines substituted."""
     env: dict[str, str] = {}
@@ -143,8 +154,8 @@ def test_bind_mounts_and_build_files_exist(services, dockerfile):
         build = service.get("build")
         if build:
             assert (ROOT / build["context"] / build["dockerfile"]).is_file()
-    assert dockerfile.splitlines()[next(i for i, line in enumerate(dockerfile.splitlines())
-                                        if line.startswith("FROM"))] == "FROM apache/airflow:3.3.2-python3.11"
+    froms = [line for line in dockerfile.splitlines() if line.startswith("FROM")]
+    assert froms and all(line.startswith("FROM apache/airflow:3.3.2-python3.11 AS ") for line in froms)
     for sources in re.findall(r"^COPY\s+(?:--chown=\S+\s+)?(.+)\s+\S+$", dockerfile, flags=re.M):
         for source in sources.split():
             assert (ROOT / source).exists(), f"Dockerfile copies missing {source}"
@@ -176,6 +187,44 @@ def test_demo_profile_serves_both_emulators_on_all_interfaces(services):
         assert command[command.index("--host") + 1] == "0.0.0.0"
         assert command[command.index("--port") + 1] == port
         assert f"localhost:{port}/_emulator/health" in " ".join(service["healthcheck"]["test"])
+
+
+def test_emulators_run_from_their_own_image_and_the_product_image_has_none(services, dockerfile):
+    stages = dockerfile_stages(dockerfile)
+    assert set(stages) == {"product", "emulators"}
+    assert list(stages)[-1] == "product", "a plain docker build must give the product image"
+    assert not re.search(r"emulators|dk_emulators", stages["product"].split("\n", 1)[1]), \
+        "the product image must not contain the emulators"
+    airflow_images = set()
+    for name, service in services.items():
+        if name.startswith("airflow-"):
+            assert service["build"]["target"] == "product", name
+            airflow_images.add(service["image"])
+    for name in ("dingtalk-emulator", "kingdee-emulator"):
+        service = services[name]
+        assert service["build"]["target"] == "emulators"
+        assert service["image"] not in airflow_images
+        assert not any(v.startswith(("./plugins", "./dags")) for v in service.get("volumes", []))
+
+
+def test_emulator_image_installs_the_emulators_with_their_demo_data(services, dockerfile):
+    stage = dockerfile_stages(dockerfile)["emulators"]
+    env = dockerfile_env(stage)
+    copies = dict(reversed(m) for m in re.findall(r"^COPY\s+(?:--chown=\S+\s+)?(\S+)\s+(\S+)$", stage, flags=re.M))
+    copies = {re.sub(r"\$\{(\w+)\}", lambda m: env[m.group(1)], target): source for target, source in copies.items()}
+    emulators_dir = next(target for target, source in copies.items() if source == "emulators")
+    assert re.search(r"pip install [^\n]*--no-deps \$\{DK_EMULATORS_DIR\}/emulators", stage)
+    assert (ROOT / "emulators" / "pyproject.toml").is_file() and emulators_dir.startswith(env["DK_EMULATORS_DIR"])
+    # Installed, the emulators find the demo data through DK_DEMO_DIR: the image's copy of include/demo.
+    assert copies[env["DK_DEMO_DIR"]] == "include/demo"
+    for name in ("universe.json", "kingdee_basedata.json"):
+        assert (ROOT / "include" / "demo" / name).is_file()
+    # The Kingdee emulator's SQLite file lies in its named volume, in a folder the image creates.
+    kingdee = services["kingdee-emulator"]
+    db = kingdee["command"][kingdee["command"].index("--db") + 1]
+    volume_target = next(v.split(":")[1] for v in kingdee["volumes"] if v.startswith("kingdee-emulator-data:"))
+    assert db.startswith(volume_target + "/")
+    assert volume_target == env["DK_EMULATORS_DIR"] + "/var" and "${DK_EMULATORS_DIR}/var" in stage
 
 
 def test_demo_connections_point_at_the_emulator_services(services):
