@@ -13,18 +13,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dingtalk_kingdee.hooks import dingtalk as dt
-from dingtalk_kingdee.hooks.dingtalk import (
-    DingTalkHook,
-    RateLimiter,
-    TokenCache,
-    Verdict,
-    backoff_delay,
-    classify_answer,
-    effective_errcode,
-    slice_window,
-    split_slice,
-)
+from dingtalk_kingdee.hooks import dingtalk_listing, dingtalk_pacing
+from dingtalk_kingdee.hooks.dingtalk import DingTalkHook
+from dingtalk_kingdee.hooks.dingtalk_answers import Verdict, classify_answer, effective_errcode
+from dingtalk_kingdee.hooks.dingtalk_config import DingTalkConnectionConfig
+from dingtalk_kingdee.hooks.dingtalk_listing import slice_window, split_slice
+from dingtalk_kingdee.hooks.dingtalk_pacing import RateLimiter, TokenCache
+from dingtalk_kingdee.hooks.transport import backoff_delay, redaction
 
 
 def _json(body: object) -> bytes:
@@ -197,7 +192,7 @@ def test_split_slice_halves() -> None:
 
 def test_epoch_ms_is_exact() -> None:
     moment = datetime(2024, 3, 6, 1, 1, 2, 345000, tzinfo=UTC)
-    assert dt.to_epoch_ms(moment) == 1709686862345
+    assert dingtalk_listing.to_epoch_ms(moment) == 1709686862345
 
 
 # ---- rate limiter --------------------------------------------------------------------------
@@ -257,10 +252,10 @@ def test_limiter_refuses_non_positive_rate() -> None:
 
 
 def test_shared_limiter_is_per_app_and_api_and_paces_under_the_budget() -> None:
-    first = dt.shared_limiter("http://h", "app-unit", "processinstance/get", 20)
-    again = dt.shared_limiter("http://h", "app-unit", "processinstance/get", 20)
-    other_api = dt.shared_limiter("http://h", "app-unit", "processinstance/listids", 20)
-    other_app = dt.shared_limiter("http://h", "app-unit-2", "processinstance/get", 20)
+    first = dingtalk_pacing.shared_limiter("http://h", "app-unit", "processinstance/get", 20)
+    again = dingtalk_pacing.shared_limiter("http://h", "app-unit", "processinstance/get", 20)
+    other_api = dingtalk_pacing.shared_limiter("http://h", "app-unit", "processinstance/listids", 20)
+    other_app = dingtalk_pacing.shared_limiter("http://h", "app-unit-2", "processinstance/get", 20)
     assert first is again
     assert first is not other_api and first is not other_app
     assert 0.9 * 20 <= first.rate <= 20
@@ -268,17 +263,17 @@ def test_shared_limiter_is_per_app_and_api_and_paces_under_the_budget() -> None:
 
 def test_default_workers_cover_the_budget_at_high_latency() -> None:
     # throughput ceiling = workers / latency; must exceed the budget at 200 ms
-    assert dt.default_workers(20) / 0.2 >= 20
-    assert dt.default_workers(20) / 0.5 >= 20
-    assert dt.default_workers(1) >= 4
+    assert dingtalk_pacing.default_workers(20) / 0.2 >= 20
+    assert dingtalk_pacing.default_workers(20) / 0.5 >= 20
+    assert dingtalk_pacing.default_workers(1) >= 4
 
 
 # ---- tokens --------------------------------------------------------------------------------
 
 
 def test_token_refresh_margin() -> None:
-    assert dt.token_refresh_after(7200) == 6900
-    assert dt.token_refresh_after(2) == pytest.approx(1.8)
+    assert dingtalk_pacing.token_refresh_after(7200) == 6900
+    assert dingtalk_pacing.token_refresh_after(2) == pytest.approx(1.8)
 
 
 def test_token_cache_reuses_then_refreshes_before_expiry() -> None:
@@ -330,11 +325,11 @@ def test_concurrent_callers_fetch_the_token_once() -> None:
 
 def test_redact_masks_query_parameters_and_known_secrets() -> None:
     url = "http://127.0.0.1:1/topapi/processinstance/get?access_token=abc123def&x=1"
-    assert "abc123def" not in dt.redact(url)
-    assert "access_token=***" in dt.redact(url)
-    assert "s3cret" not in dt.redact("/gettoken?appkey=k&appsecret=s3cret")
-    dt._register_secret("unit-known-secret-value")
-    assert dt.redact("boom unit-known-secret-value boom") == "boom *** boom"
+    assert "abc123def" not in redaction.redact(url)
+    assert "access_token=***" in redaction.redact(url)
+    assert "s3cret" not in redaction.redact("/gettoken?appkey=k&appsecret=s3cret")
+    redaction.register_secret("unit-known-secret-value")
+    assert redaction.redact("boom unit-known-secret-value boom") == "boom *** boom"
 
 
 def test_urllib3_request_lines_are_masked() -> None:
@@ -342,7 +337,7 @@ def test_urllib3_request_lines_are_masked() -> None:
                                '%s://%s:%s "%s %s %s" %s %s',
                                ("http", "h", 1, "POST", "/topapi/x?access_token=tok999", "HTTP/1.1", 200, 10),
                                None)
-    dt._url_log_filter.filter(record)
+    redaction.url_log_filter.filter(record)
     assert "tok999" not in record.getMessage()
 
 
@@ -363,9 +358,8 @@ def test_hook_identity() -> None:
     ("http://127.0.0.1:8801/", "http://127.0.0.1:8801"),
 ])
 def test_base_url(host: str | None, expected: str) -> None:
-    hook = DingTalkHook("unused")
-    hook._set_base_url(SimpleNamespace(host=host, schema=None, port=None))
-    assert hook.base_url == expected
+    conn = SimpleNamespace(conn_id="c", host=host, schema=None, port=None, login="k", password="s", extra_dejson={})
+    assert DingTalkConnectionConfig.from_connection(conn).base_url == expected
 
 
 def test_naive_datetimes_are_refused() -> None:
@@ -416,7 +410,7 @@ def test_capped_slice_is_halved_until_no_id_is_lost() -> None:
     # 25,000 instances, one per millisecond 0..24,999; every query is capped at LIST_ID_CAP.
     def answer(body: dict) -> dict:
         selected = [f"i{t}" for t in range(body["start_time"], min(body["end_time"], 25_000))]
-        selected = selected[:dt.LIST_ID_CAP]
+        selected = selected[:dingtalk_listing.LIST_ID_CAP]
         page = selected[body["cursor"]:body["cursor"] + body["size"]]
         result = {"list": page}
         if body["cursor"] + body["size"] < len(selected):

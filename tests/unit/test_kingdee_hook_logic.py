@@ -12,23 +12,25 @@ import requests
 from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError
 
 from dingtalk_kingdee.errors import KingdeeError, KingdeeOutcomeUnknown
-from dingtalk_kingdee.hooks.kingdee import (
+from dingtalk_kingdee.hooks.kingdee import KingdeeHook
+from dingtalk_kingdee.hooks.kingdee_answers import (
     FieldError,
-    KingdeeConnectionConfig,
-    KingdeeHook,
-    batch_save_body,
-    build_filter_string,
-    filter_literal,
     is_session_lost,
     lenient_bool,
     lenient_int,
-    never_sent,
     operation_result,
     query_error_status,
     save_outcomes,
+)
+from dingtalk_kingdee.hooks.kingdee_config import KingdeeConnectionConfig
+from dingtalk_kingdee.hooks.kingdee_requests import (
+    batch_save_body,
+    build_filter_string,
+    filter_literal,
     to_json,
     validate_field_key,
 )
+from dingtalk_kingdee.hooks.transport import never_sent
 
 
 def answer(is_success=True, msg_code=0, errors=(), successes=()) -> dict:
