@@ -12,7 +12,8 @@ import pendulum
 from airflow.sdk import DAG, Param, get_current_context, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
-from dingtalk_kingdee import notifications, pipeline, staging
+from dingtalk_kingdee import pipeline, staging
+from dingtalk_kingdee.notifications import DingTalkRobotNotifier
 from dingtalk_kingdee.scheme import Scheme, load_schemes
 from dingtalk_kingdee.settings import get_settings
 
@@ -96,7 +97,7 @@ def build_dag(scheme: Scheme) -> DAG:
         "retry_delay": timedelta(seconds=settings.retry_delay_seconds),
         "retry_exponential_backoff": True,
         "max_retry_delay": timedelta(minutes=30),
-        "on_failure_callback": notifications.on_task_failure,
+        "on_failure_callback": DingTalkRobotNotifier(),
     }
     with DAG(
         dag_id=dag_id,
@@ -150,10 +151,10 @@ def build_dag(scheme: Scheme) -> DAG:
             run = run_from_context(scheme)
             steps = {tid: ctx["ti"].xcom_pull(task_ids=tid) for tid in ("extract", "transform", "load", "write_back")}
             summary = pipeline.report(scheme, _engine(), run, steps)
-            alert = notifications.reject_text(scheme.id, run.run_id, summary)
+            alert = DingTalkRobotNotifier.for_rejects(scheme.id, run.run_id, summary)
             if alert and not run.dry_run:
                 try:
-                    notifications.send_robot_markdown(get_settings().robot_conn_id, *alert)
+                    alert.notify(ctx)  # notify, not __call__: the reject reasons are data, not templates
                 except Exception as exc:  # an alert must not fail the report
                     summary["alert_error"] = str(exc)
             summary.pop("text", None)

@@ -1,4 +1,5 @@
-"""Provider metadata: the ``dingtalk`` and ``kingdee`` connection types and their UI forms.
+"""Provider metadata: integrations, hooks, notifications, and the ``dingtalk`` and ``kingdee``
+connection types with their UI forms (laid out as Airflow's own providers do, e.g. Slack's).
 
 Airflow (3.2+) reads the form fields (``conn-fields``) and the field behaviour
 (``ui-field-behaviour``) from here; the values land in the connection's extra under these names.
@@ -20,6 +21,9 @@ def _integer(label: str, description: str, default: int, minimum: int = 1) -> di
     return {"label": label, "description": description,
             "schema": {"type": ["integer", "null"], "default": default, "minimum": minimum}}
 
+
+DINGTALK_INTEGRATION = "DingTalk Approval (OA)"
+KINGDEE_INTEGRATION = "Kingdee K/3Cloud WebAPI"
 
 DINGTALK_FIELDS = {
     "agent_id": _text("Agent ID", "AgentId of the internal app (messages only; the approval API does not use it)"),
@@ -46,11 +50,21 @@ def get_provider_info() -> dict:
         "name": "DingTalk → Kingdee",
         "description": "DingTalk approval API and Kingdee K/3Cloud WebAPI hooks for expense-claim sync.",
         "versions": [__version__],
+        "integrations": [
+            {"integration-name": DINGTALK_INTEGRATION, "external-doc-url": "https://open.dingtalk.com/document/",
+             "tags": ["service"]},
+            {"integration-name": KINGDEE_INTEGRATION, "external-doc-url": "https://open.kingdee.com/",
+             "tags": ["service"]},
+        ],
+        "hooks": [
+            {"integration-name": DINGTALK_INTEGRATION, "python-modules": ["dingtalk_kingdee.hooks.dingtalk"]},
+            {"integration-name": KINGDEE_INTEGRATION, "python-modules": ["dingtalk_kingdee.hooks.kingdee"]},
+        ],
         "connection-types": [
             {
                 "connection-type": "dingtalk",
                 "hook-class-name": "dingtalk_kingdee.hooks.dingtalk.DingTalkHook",
-                "hook-name": "DingTalk Approval (OA)",
+                "hook-name": DINGTALK_INTEGRATION,
                 "ui-field-behaviour": {
                     "hidden-fields": ["schema", "port"],
                     "relabeling": {"host": "Base URL", "login": "App key (AppKey)",
@@ -63,7 +77,7 @@ def get_provider_info() -> dict:
             {
                 "connection-type": "kingdee",
                 "hook-class-name": "dingtalk_kingdee.hooks.kingdee.KingdeeHook",
-                "hook-name": "Kingdee K/3Cloud WebAPI",
+                "hook-name": KINGDEE_INTEGRATION,
                 "ui-field-behaviour": {
                     "hidden-fields": ["schema", "port"],
                     "relabeling": {"host": "Server URL", "login": "User", "password": "Password or app secret"},
@@ -73,4 +87,5 @@ def get_provider_info() -> dict:
                 "conn-fields": KINGDEE_FIELDS,
             },
         ],
+        "notifications": ["dingtalk_kingdee.notifications.DingTalkRobotNotifier"],
     }

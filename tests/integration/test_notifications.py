@@ -1,4 +1,4 @@
-"""Robot alerts go through the dingding provider's hook to the group-robot webhook, over HTTP."""
+"""DingTalkRobotNotifier: alerts go through the dingding provider's hook to the group-robot webhook, over HTTP."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 from dk_emulators.dingtalk import DEMO_ROBOT_TOKEN
 
-from dingtalk_kingdee import notifications
+from dingtalk_kingdee.notifications import DingTalkRobotNotifier, reject_message
 
 
 @pytest.fixture
@@ -28,14 +28,14 @@ def failure_context(error: Exception) -> dict:
 
 def test_no_robot_connection_means_no_alert(monkeypatch, dingtalk_emulator):
     monkeypatch.delenv("AIRFLOW_CONN_DINGDING_DEFAULT", raising=False)
-    assert notifications.send_robot_markdown("dingding_default", "t", "x") is False
-    notifications.on_task_failure(failure_context(RuntimeError("boom")))
+    assert DingTalkRobotNotifier(robot_conn_id="dingding_default", title="t", text="x").notify({}) is False
+    DingTalkRobotNotifier()(failure_context(RuntimeError("boom")))
     assert dingtalk_emulator.robot_messages == []
 
 
 def test_task_failure_alert_names_dag_task_run_and_error(robot, dingtalk_emulator):
     robot()
-    notifications.on_task_failure(failure_context(RuntimeError("Kingdee did not answer")))
+    DingTalkRobotNotifier()(failure_context(RuntimeError("Kingdee did not answer")))
     [message] = dingtalk_emulator.robot_messages
     assert message["msgtype"] == "markdown"
     text = message["markdown"]["text"]
@@ -46,18 +46,39 @@ def test_task_failure_alert_names_dag_task_run_and_error(robot, dingtalk_emulato
 
 def test_a_refused_alert_never_hides_the_failure(robot, dingtalk_emulator, caplog):
     robot(token="wrong-token")
-    notifications.on_task_failure(failure_context(RuntimeError("boom")))  # must not raise
+    DingTalkRobotNotifier()(failure_context(RuntimeError("boom")))  # must not raise
     assert dingtalk_emulator.robot_messages == []
     assert "could not send the DingTalk robot alert" in caplog.text
     with pytest.raises(Exception, match=r"300001|token"):
-        notifications.send_robot_markdown("dingding_default", "t", "x")
+        DingTalkRobotNotifier(robot_conn_id="dingding_default", title="t", text="x").notify({})
 
 
 def test_reject_alert_lists_the_rejected_claims():
     summary = {"rejected_claims": [
         {"instance_id": "i1", "business_id": "202403051012000123456", "reason_code": "unmapped_employee",
          "reason": "no Kingdee employee for DingTalk user newhire9001"}]}
-    title, text = notifications.reject_text("expense_to_paybill", "r1", summary)
+    title, text = reject_message("expense_to_paybill", "r1", summary)
     assert "1" in title
     assert "202403051012000123456" in text and "unmapped_employee" in text and "newhire9001" in text
-    assert notifications.reject_text("expense_to_paybill", "r1", {"rejected_claims": []}) is None
+    assert reject_message("expense_to_paybill", "r1", {"rejected_claims": []}) is None
+    assert DingTalkRobotNotifier.for_rejects("expense_to_paybill", "r1", {"rejected_claims": []}) is None
+
+
+def test_reject_alert_is_sent_verbatim(robot, dingtalk_emulator):
+    """The reject text is data: a reason holding template syntax reaches the robot unchanged."""
+    robot()
+    summary = {"rejected_claims": [
+        {"instance_id": "i2", "business_id": "", "reason_code": "bad_amount", "reason": "amount {{ 1 + 1 }}"}]}
+    notifier = DingTalkRobotNotifier.for_rejects("expense_to_paybill", "r2", summary)
+    assert notifier.notify({}) is True
+    [message] = dingtalk_emulator.robot_messages
+    assert message["markdown"]["title"] == notifier.title
+    assert "amount {{ 1 + 1 }}" in message["markdown"]["text"] and "i2" in message["markdown"]["text"]
+
+
+def test_notifier_text_is_templated_when_used_as_a_callback(robot, dingtalk_emulator):
+    robot()
+    DingTalkRobotNotifier(title="t", text="task {{ task_instance.task_id }} failed")(
+        failure_context(RuntimeError("boom")))
+    [message] = dingtalk_emulator.robot_messages
+    assert message["markdown"]["text"] == "task load failed"

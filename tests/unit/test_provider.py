@@ -1,4 +1,4 @@
-"""Airflow discovers both connection types, their hooks and their UI forms through the entry point."""
+"""Airflow discovers both connection types, their hooks, their UI forms and the notifier through the entry point."""
 
 from __future__ import annotations
 
@@ -36,3 +36,20 @@ def test_connection_type_is_registered_with_its_form(providers, runtime, conn_ty
 
 def test_the_robot_connection_type_stays_the_dingding_providers(runtime):
     assert runtime.hooks["dingding"].hook_class_name.endswith("DingdingHook")
+
+
+def test_provider_info_lists_hooks_and_notifications_like_airflows_own_providers(providers):
+    data = providers.providers["dingtalk-kingdee"].data
+    integrations = {i["integration-name"] for i in data["integrations"]}
+    hook_modules = {m for h in data["hooks"] for m in h["python-modules"]}
+    assert hook_modules == {"dingtalk_kingdee.hooks.dingtalk", "dingtalk_kingdee.hooks.kingdee"}
+    assert {h["integration-name"] for h in data["hooks"]} <= integrations
+    assert {c["hook-name"] for c in data["connection-types"]} == integrations
+
+
+def test_the_notifier_is_discovered(providers):
+    from dingtalk_kingdee.notifications import DingTalkRobotNotifier
+
+    path = "dingtalk_kingdee.notifications.DingTalkRobotNotifier"
+    assert path in providers.notification
+    assert f"{DingTalkRobotNotifier.__module__}.{DingTalkRobotNotifier.__name__}" == path
