@@ -1,11 +1,16 @@
-"""Money, date and missing-value parsing used by the transform."""
+"""Money as the transform reads it (missing spellings first, then ``money``), dates and missing values."""
 
 from __future__ import annotations
 
 import pandas as pd
 import pytest
 
-from dingtalk_kingdee.transform_values import as_text, format_cents, parse_china_datetimes, parse_money_cents
+from dingtalk_kingdee.money import format_cents, parse_money_cents
+from dingtalk_kingdee.transform.values import as_text, parse_china_datetimes
+
+
+def _read_money(text: object) -> tuple[pd.Series, pd.Series]:
+    return parse_money_cents(as_text(pd.Series([text], dtype=object)))
 
 
 @pytest.mark.parametrize(("text", "cents"), [
@@ -14,20 +19,20 @@ from dingtalk_kingdee.transform_values import as_text, format_cents, parse_china
     ("-5", -500), (" 1,234,567.89 ", 123456789), (580, 58000), ("1234567890123", 123456789012300),
 ])
 def test_money_is_parsed_to_exact_cents(text: object, cents: int) -> None:
-    parsed, bad = parse_money_cents(pd.Series([text], dtype=object))
+    parsed, bad = _read_money(text)
     assert parsed.iloc[0] == cents and not bad.iloc[0]
 
 
 @pytest.mark.parametrize("text", ["abc", "1,28", "1.280,50", "12,34.5", "1 280", "580.", ".5", "--5",
                                   "12345678901234", "5e3", "¥", "NaN"])
 def test_money_that_is_not_an_amount_is_bad(text: str) -> None:
-    parsed, bad = parse_money_cents(pd.Series([text], dtype=object))
+    parsed, bad = _read_money(text)
     assert pd.isna(parsed.iloc[0]) and bad.iloc[0]
 
 
 @pytest.mark.parametrize("text", [None, "null", "", "  "])
 def test_missing_money_is_neither_a_value_nor_bad(text: object) -> None:
-    parsed, bad = parse_money_cents(pd.Series([text], dtype=object))
+    parsed, bad = _read_money(text)
     assert pd.isna(parsed.iloc[0]) and not bad.iloc[0]
 
 

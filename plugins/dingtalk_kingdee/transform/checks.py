@@ -1,0 +1,127 @@
+"""Claim-level checks that reject: row and nested amounts, claim totals, duplicate business ids."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import pandas as pd
+
+from dingtalk_kingdee.money import format_cents, parse_money_cents
+from dingtalk_kingdee.reasons import RejectReason
+from dingtalk_kingdee.scheme import Scheme, SourcePath
+from dingtalk_kingdee.transform.mapping import path_values
+from dingtalk_kingdee.transform.rejects import claim_label, quote, reject_frame, where
+from dingtalk_kingdee.transform.values import as_text, parse_china_datetimes
+
+
+def amount_checks(scheme: Scheme, entries: pd.DataFrame, rows: pd.DataFrame) -> list[pd.DataFrame]:
+    rules = scheme.rejects
+    label = scheme.rows.amount
+    column = f"row.{label}"
+    raw = entries[column] if column in entries else pd.Series(None, index=entries.index, dtype=object)
+    text = as_text(raw)
+    cents, bad = parse_money_cents(text)
+    entries["cents"] = cents
+    field = f"{scheme.rows.table}.{label}"
+    out: list[pd.DataFrame] = []
+    not_positive = cents.le(0).fillna(False).astype(bool) & rules.amount_positive
+    for mask, code, says in ((text.isna(), RejectReason.AMOUNT_MISSING, None),
+                             (bad, RejectReason.AMOUNT_UNPARSEABLE, " is not an amount"),
+                             (not_positive, RejectReason.AMOUNT_NOT_POSITIVE, " must be more than 0")):
+        if mask.any():
+            c = entries[mask]
+            message = where(c) + f": {label}" + (" is empty" if says is None else " " + quote(text[mask]) + says)
+            out.append(reject_frame(c["instance_id"], c["business_id"], field, code, message))
+
+    for nested in scheme.rows.nested:
+        if not (rules.nested_total_check and nested.amount):
+            continue
+        table = f"{scheme.rows.table}.{nested.table}"
+        sub = rows[rows["table"] == table]
+        if nested.amount not in sub or sub.empty:
+            continue
+        sub = sub[sub["parent_row_id"].isin(entries["row_id"])]
+        sub_text = as_text(sub[nested.amount])
+        sub_cents, sub_bad = parse_money_cents(sub_text)
+        if sub_bad.any():
+            p = entries.set_index("row_id").loc[sub.loc[sub_bad, "parent_row_id"]]
+            out.append(reject_frame(
+                p["instance_id"], p["business_id"], f"{table}.{nested.amount}", RejectReason.AMOUNT_UNPARSEABLE,
+                (where(p) + f" / {nested.table} row " + (sub["row_index"][sub_bad] + 1).astype(str).to_numpy()
+                 + f": {nested.amount} " + quote(sub_text[sub_bad]).to_numpy() + " is not an amount")))
+        sums = pd.DataFrame({"row_id": sub["parent_row_id"], "cents": sub_cents, "bad": sub_bad})
+        totals = sums.groupby("row_id").agg(total=("cents", "sum"), counted=("cents", "count"), bad=("bad", "any"))
+        checked = entries.join(totals, on="row_id", how="inner")
+        mismatch = ((checked["counted"] > 0) & ~checked["bad"] & checked["cents"].notna()
+                    & (checked["total"] != checked["cents"])).fillna(False).astype(bool)
+        if mismatch.any():
+            c = checked[mismatch]
+            out.append(reject_frame(
+                c["instance_id"], c["business_id"], f"{table}.{nested.amount}", RejectReason.TOTAL_MISMATCH,
+                where(c) + f": {nested.table} {nested.amount} adds up to "
+                + format_cents(c["total"]).astype(str) + f" but {label} is " + format_cents(c["cents"]).astype(str)))
+    return out
+
+
+def claim_total_checks(scheme: Scheme, claims: pd.DataFrame, totals: pd.Series) -> list[pd.DataFrame]:
+    out: list[pd.DataFrame] = []
+    rules = scheme.rejects
+    where = claim_label(claims["business_id"], claims["instance_id"])
+    total = claims["instance_id"].map(totals)
+    if rules.form_total:
+        text = path_values(claims, SourcePath(namespace="form", label=rules.form_total))
+        cents, bad = parse_money_cents(text)
+        field = f"form.{rules.form_total}"
+        if bad.any():
+            c = claims[bad]
+            out.append(reject_frame(c["instance_id"], c["business_id"], field, RejectReason.AMOUNT_UNPARSEABLE,
+                                     where[bad] + f": {rules.form_total} " + quote(text[bad])
+                                     + " is not an amount"))
+        differs = (cents.notna() & total.notna() & (cents != total)).fillna(False).astype(bool)
+        if differs.any():
+            c = claims[differs]
+            out.append(reject_frame(
+                c["instance_id"], c["business_id"], field, RejectReason.TOTAL_MISMATCH,
+                where[differs] + f": {rules.form_total} is " + format_cents(cents[differs]).astype(str)
+                + f" but the {scheme.rows.table} rows add up to " + format_cents(total[differs]).astype(str)))
+    if rules.max_amount_per_claim is not None:
+        limit = int(rules.max_amount_per_claim * 100)
+        over = (total > limit).fillna(False).astype(bool)
+        if over.any():
+            c = claims[over]
+            out.append(reject_frame(
+                c["instance_id"], c["business_id"], f"{scheme.rows.table}.{scheme.rows.amount}",
+                RejectReason.AMOUNT_OVER_LIMIT,
+                where[over] + ": total " + format_cents(total[over]).astype(str)
+                + f" is over the scheme limit of {rules.max_amount_per_claim} per claim"))
+    return out
+
+
+def duplicate_checks(claims: pd.DataFrame, already_billed: Mapping[str, str]) -> list[pd.DataFrame]:
+    """Per business_id the claim created first keeps it (then the earlier finished, then the smaller
+    instance id); a later claim reusing an approval number is the copy."""
+    out: list[pd.DataFrame] = []
+    keyed = claims[claims["business_id"].notna()]
+    order = pd.DataFrame({
+        key: (parse_china_datetimes(keyed[f"instance.{key}"])[0] if f"instance.{key}" in keyed
+              else pd.Series(pd.NaT, index=keyed.index, dtype="datetime64[ns]"))
+        for key in ("create_time", "finish_time")}).assign(instance_id=keyed["instance_id"])
+    keyed = keyed.loc[order.sort_values(["create_time", "finish_time", "instance_id"], na_position="last").index]
+    first = keyed.drop_duplicates("business_id").set_index("business_id")["instance_id"]
+    again = keyed["business_id"].duplicated(keep="first")
+    if again.any():
+        c = keyed[again]
+        out.append(reject_frame(
+            c["instance_id"], c["business_id"], "business_id", RejectReason.DUPLICATE_BUSINESS_ID,
+            "claim " + c["business_id"] + ": business_id also belongs to instance "
+            + c["business_id"].map(first) + " in this batch; only that one becomes a bill"))
+    if already_billed:
+        earlier = keyed["business_id"].map(dict(already_billed))
+        clash = (earlier.notna() & (earlier != keyed["instance_id"])).astype(bool)
+        if clash.any():
+            c = keyed[clash]
+            out.append(reject_frame(
+                c["instance_id"], c["business_id"], "business_id", RejectReason.DUPLICATE_BUSINESS_ID,
+                "claim " + c["business_id"] + ": a bill was already made for this business_id from instance "
+                + earlier[clash].astype(str)))
+    return out
