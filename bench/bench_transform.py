@@ -3,7 +3,9 @@
     python bench/bench_transform.py [--claims 100000] [--rows 5] [--chunk 5000]
 
 Claims are generated chunk by chunk (as the pipeline reads them from staging), so peak memory is
-the transform's own working set. Prints per-chunk time and RSS, then total time and peak RSS.
+the transform's own working set. Prints per-chunk time, CPU time and RSS, then the totals, the peak
+RSS and the load average before and after (on a shared machine the CPU time is the steadier figure:
+wall time also counts the time other processes hold the core).
 ``--workers 2`` transforms chunks in two processes side by side (the transform is pure and chunks
 are independent); the default is the plain sequential loop a caller runs.
 """
@@ -49,6 +51,10 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _load() -> str:
+    return " ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
 def money(cents: int) -> str:
     return f"{cents // 100}.{cents % 100:02d}"
 
@@ -86,9 +92,9 @@ def run_chunk(job: tuple[int, int, int, int]) -> dict:
     raw = make_chunk(start, count, rows, random.Random(20240306 + index))
     # What the pipeline holds: payloads parsed from staging JSON text.
     raw["payload"] = [json.loads(json.dumps(p)) for p in raw["payload"]]
-    began = time.perf_counter()
+    began, began_cpu = time.perf_counter(), time.process_time()
     result = transform_claims(raw, SCHEME)
-    seconds = time.perf_counter() - began
+    seconds, cpu = time.perf_counter() - began, time.process_time() - began_cpu
     counts = {"bills": len(result.bills), "rejected_claims": result.rejects["instance_id"].nunique(),
               "waiting": len(result.waiting),
               "entries": sum(len(m["FPAYBILLENTRY"]) for m in result.bills["model"]),
@@ -96,8 +102,8 @@ def run_chunk(job: tuple[int, int, int, int]) -> dict:
     del raw, result
     gc.collect()
     traced = tracemalloc.get_traced_memory()[0] / 2**20 if tracemalloc.is_tracing() else None
-    return {"index": index, "seconds": seconds, "counts": counts, "rss": current_rss_mb(), "peak": peak_rss_mb(),
-            "pid": os.getpid(), "traced": traced}
+    return {"index": index, "seconds": seconds, "cpu": cpu, "counts": counts, "rss": current_rss_mb(),
+            "peak": peak_rss_mb(), "pid": os.getpid(), "traced": traced}
 
 
 SCHEME = load_scheme(ROOT / "include" / "schemes" / "expense_to_paybill.yaml")
@@ -119,11 +125,12 @@ def main() -> None:
     print(f"machine: {platform.node()} {platform.machine()} {os.cpu_count()} CPUs, python "
           f"{platform.python_version()}, pandas {pd.__version__}; {time.strftime('%Y-%m-%d %H:%M')}")
     print(f"claims {args.claims} x {args.rows} rows (each row with 1-2 nested rows), chunks of {args.chunk}, "
-          f"workers {args.workers}")
+          f"workers {args.workers}; load average {_load()}")
     jobs = [(i, start, min(args.chunk, args.claims - start), args.rows)
             for i, start in enumerate(range(0, args.claims, args.chunk))]
     totals = dict.fromkeys(("bills", "rejected_claims", "waiting", "entries", "table_rows"), 0)
     per_process: dict[int, float] = {}
+    cpu = 0.0
     peak = 0.0
     began = time.perf_counter()
     if args.workers == 1:
@@ -135,8 +142,9 @@ def main() -> None:
         for key, value in outcome["counts"].items():
             totals[key] += value
         per_process[outcome["pid"]] = per_process.get(outcome["pid"], 0.0) + outcome["seconds"]
+        cpu += outcome["cpu"]
         peak = max(peak, outcome["peak"])
-        print(f"chunk {outcome['index'] + 1:3d}: transform {outcome['seconds']:6.2f} s   "
+        print(f"chunk {outcome['index'] + 1:3d}: transform {outcome['seconds']:6.2f} s (cpu {outcome['cpu']:5.2f} s)   "
               f"rss now {outcome['rss']:7.1f} MB   peak {outcome['peak']:7.1f} MB   (pid {outcome['pid']})"
               + (f"   heap after chunk {outcome['traced']:6.1f} MB" if outcome["traced"] is not None else ""),
               flush=True)
@@ -149,7 +157,8 @@ def main() -> None:
     print(f"counts: {totals}")
     print(f"transform time: {transform_seconds:.1f} s summed over chunks; busiest process {busiest:.1f} s "
           f"({args.claims / busiest:,.0f} claims/s); wall incl. payload generation {wall:.1f} s")
-    print(f"peak RSS per process: {peak:.0f} MB (x{args.workers} process(es))")
+    print(f"transform CPU time: {cpu:.1f} s summed over chunks")
+    print(f"peak RSS per process: {peak:.0f} MB (x{args.workers} process(es)); load average now {_load()}")
 
 
 if __name__ == "__main__":

@@ -47,7 +47,7 @@ def _rows_cell(row: dict, label: str, **changes: object) -> dict:
 _BUILD = object()   # "build the payload from the keyword arguments"
 
 
-def _bad_corpus() -> list[tuple[str, object, str]]:
+def bad_corpus() -> list[tuple[str, object, str]]:
     """(instance_id, payload, expected reason code)."""
     def c(i: int, **kw: object) -> tuple[str, dict]:
         instance_id = f"bad-{i:02d}"
@@ -117,7 +117,7 @@ WAITING = [claim("wait-1", "W1", status="RUNNING", result=""), claim("wait-2", "
 
 
 def test_every_bad_claim_gets_its_reason_and_good_claims_still_map(scheme: Scheme) -> None:
-    corpus = _bad_corpus()
+    corpus = bad_corpus()
     assert len(corpus) >= 30
     raw = pd.DataFrame({
         "instance_id": [c[0] for c in corpus] + [g["process_instance_id"] for g in GOOD + WAITING],
