@@ -91,8 +91,8 @@ def main() -> None:
 
         print(f"Run 1: airflow dags test {dag_id} {interval_end.isoformat()} ...", flush=True)
         took = run_dag(dag_id, interval_end, env, DEMO_DIR / "run1.log")
-        engine = staging.connect(staging_url)
-        first = staging.summary(engine, scheme.id)
+        staged = staging.SchemeStaging(staging.connect(staging_url), scheme.id)
+        first = staged.summary()
         print_summary(first, kingdee, took, DEMO_DIR / "run1.log")
 
         late = [c for c in seed if c.truth.late_approval_at is not None]
@@ -103,7 +103,7 @@ def main() -> None:
         next_end = interval_end + timedelta(hours=1)
         print(f"Run 2: airflow dags test {dag_id} {next_end.isoformat()} ...", flush=True)
         took = run_dag(dag_id, next_end, env, DEMO_DIR / "run2.log")
-        second = staging.summary(engine, scheme.id)
+        second = staged.summary()
         print_summary(second, kingdee, took, DEMO_DIR / "run2.log")
 
         check(seed, kingdee, second, scheme.target.match_field)
@@ -126,28 +126,27 @@ def seed_span(seed) -> str:
     return f"{times[0]} and {times[-1]} (China time)"
 
 
-def print_summary(summary: dict, kingdee: KingdeeEmulator, took: float, log_path: Path) -> None:
+def print_summary(summary: staging.Summary, kingdee: KingdeeEmulator, took: float, log_path: Path) -> None:
     bills = kingdee.bills("AP_PAYBILL")
     money = sum((Decimal(str(e["FPAYTOTALAMOUNTFOR"])) for b in bills for e in b.get("FPAYBILLENTRY", [])),
                 Decimal("0"))
     print(f"  done in {took:.0f} s (log: {log_path})")
-    print(f"  claims seen {summary['claims_seen']}, approved {summary['approved']}, "
-          f"still running {summary['still_running']}")
+    print(f"  claims seen {summary.claims_seen}, approved {summary.approved}, "
+          f"still running {summary.still_running}")
     print("  bills by state: " + ", ".join(
-        f"{s} {n} ({summary['money_by_state'][s]} CNY)" for s, n in sorted(summary["bills_by_state"].items())))
+        f"{s} {n} ({summary.money_by_state[s]} CNY)" for s, n in sorted(summary.bills_by_state.items())))
     print(f"  Kingdee now holds {len(bills)} payment bills, {money:.2f} CNY in all")
-    rejected = summary["rejected_claims"]
-    print(f"  rejected claims by reason: {summary['rejected_by_reason']}")
+    print(f"  rejected claims by reason: {summary.rejected_by_reason}")
     # Claims refused or withdrawn in DingTalk need nothing from anyone; the others need a fix.
-    by_reason: dict[str, list[dict]] = {}
-    for r in rejected:
-        by_reason.setdefault(r["reason_code"], []).append(r)
+    by_reason: dict[str, list[staging.RejectedClaim]] = {}
+    for r in summary.rejected_claims:
+        by_reason.setdefault(r.reason_code, []).append(r)
     for code, items in sorted(by_reason.items(), key=lambda kv: (kv[0] == "not_approved", kv[0])):
-        claims = len({r["instance_id"] for r in items})
-        print(f"    {code} ({claims} claim{'s' if claims > 1 else ''}), e.g. {items[0]['reason']}")
+        claims = len({r.instance_id for r in items})
+        print(f"    {code} ({claims} claim{'s' if claims > 1 else ''}), e.g. {items[0].reason}")
 
 
-def check(seed, kingdee: KingdeeEmulator, summary: dict, match_field: str) -> None:
+def check(seed, kingdee: KingdeeEmulator, summary: staging.Summary, match_field: str) -> None:
     """Say plainly whether the outcome is the one the seed says a correct sync must reach."""
     bills = kingdee.bills("AP_PAYBILL")
     by_key = Counter(str(b.get(match_field)) for b in bills)

@@ -41,6 +41,11 @@ class World:
     def engine(self):
         return staging.connect(self.staging_url)
 
+    @property
+    def staged(self) -> staging.SchemeStaging:
+        """The scheme's staging, to look at what the runs left there."""
+        return staging.SchemeStaging(self.engine, self.scheme.id)
+
     def hooks(self) -> tuple[DingTalkHook, KingdeeHook]:
         return DingTalkHook("dingtalk_default"), KingdeeHook("kingdee_default")
 

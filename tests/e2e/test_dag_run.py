@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from dingtalk_kingdee import staging
+from dingtalk_kingdee.staging import BillState
 
 pytestmark = pytest.mark.e2e
 
@@ -66,8 +66,7 @@ def test_dry_run_param_writes_nothing(world, build_dag):
     assert str(dag_run.state) == "success", task_states(dag_run)
     assert world.bills() == []
     assert world.dingtalk.comments == []
-    pending = [b for b in staging.bills_by_instance(world.engine, world.scheme.id).values() if b["state"] == "pending"]
-    assert pending
+    assert world.staged.bills(BillState.PENDING)
 
 
 def test_instance_ids_param_syncs_exactly_those(world, build_dag):

@@ -6,8 +6,9 @@ from collections import Counter
 
 import pytest
 
-from dingtalk_kingdee import pipeline, staging
+from dingtalk_kingdee import pipeline
 from dingtalk_kingdee.errors import DingTalkUnavailable
+from dingtalk_kingdee.staging import BillState
 from tests.e2e.test_sync import payable_now
 
 pytestmark = pytest.mark.e2e
@@ -15,10 +16,10 @@ pytestmark = pytest.mark.e2e
 
 def test_one_vanished_running_claim_does_not_stop_every_other_claim_from_being_paid(world):
     # A claim stored while still running, since deleted in DingTalk (the emulator does not know it).
-    staging.upsert_instances(world.engine, world.scheme.id, {
+    world.staged.store_answers({
         "PROC-GONE-0001": {"business_id": "GONE-0001", "status": "RUNNING", "result": "",
                            "create_time": "2024-05-01 09:00:00", "form_component_values": []},
-    }, set(pipeline.FINAL_STATUSES), "earlier_run")
+    }, "earlier_run")
 
     summary = world.run()
 
@@ -62,8 +63,7 @@ def test_a_comment_whose_answer_was_lost_is_not_posted_twice(world):
 
 
 def _pending_bill_ids(world) -> list[str]:
-    return sorted(b["instance_id"] for b in staging.bills_by_instance(world.engine, world.scheme.id).values()
-                  if b["state"] == "pending")
+    return list(world.staged.bills(BillState.PENDING))
 
 
 def test_a_batch_refused_as_a_whole_is_settled_then_sent_one_by_one(world):
@@ -86,9 +86,9 @@ def test_a_single_bill_refused_as_a_whole_fails_alone_and_blocks_nothing(world):
     world.kingdee.inject("refuse_whole_call", service="BatchSave", times=1)
     one = world.scheme.model_copy(update={"target": world.scheme.target.model_copy(update={"batch_size": 1})})
     world.run(scheme=one)  # returns normally: the refused bill is failed, every other bill is loaded
-    bills = staging.bills_by_instance(world.engine, world.scheme.id)
-    assert bills[victim]["state"] == "failed" and "MsgCode 8" in bills[victim]["last_error"]
-    assert {b["state"] for i, b in bills.items() if i != victim} == {"loaded"}
+    bills = world.staged.bills()
+    assert bills[victim].state == BillState.FAILED and "MsgCode 8" in bills[victim].last_error
+    assert {b.state for i, b in bills.items() if i != victim} == {BillState.LOADED}
     saves = world.kingdee.calls["BatchSave"]
     world.run(scheme=one)
     assert world.kingdee.calls["BatchSave"] == saves  # the failed bill waits for a fix and a replay

@@ -6,14 +6,14 @@ overlapping scheduled runs, lost answers, crashed tasks, dry runs and replays.
 
 from __future__ import annotations
 
-import json
 import threading
 from datetime import timedelta
 from decimal import Decimal
 
 import pytest
 
-from dingtalk_kingdee import pipeline, staging
+from dingtalk_kingdee import pipeline
+from dingtalk_kingdee.staging import BillState
 from tests.e2e.expected import bill_total, compare_bill
 
 pytestmark = pytest.mark.e2e
@@ -35,8 +35,7 @@ def test_a_run_turns_the_seeded_claims_into_exactly_the_expected_bills(world):
         assert compare_bill(bill, claim.instance) == [], business_id
         assert bill_total(bill) == claim.truth.expected_total, business_id
     # Every claim that must not be paid is rejected with the reason the seed planned, and nothing else is.
-    rejected = {r["business_id"]: r["reason_code"] for r in staging.summary(world.engine, world.scheme.id)[
-        "rejected_claims"]}
+    rejected = {r.business_id: r.reason_code for r in world.staged.summary().rejected_claims}
     for claim in world.seed:
         if claim.truth.expected_reject and claim.truth.late_approval_at is None:
             assert rejected.get(claim.instance["business_id"]) == claim.truth.expected_reject, claim.truth
@@ -53,7 +52,7 @@ def test_no_refused_terminated_cancelled_or_running_claim_is_paid(world):
         status, result = claim.instance["status"], claim.instance.get("result")
         if not (status == "COMPLETED" and result == "agree"):
             # A duplicate business_id may belong to a paid original: check by instance instead.
-            bills = staging.bills_by_instance(world.engine, world.scheme.id)
+            bills = world.staged.bills()
             assert claim.instance["process_instance_id"] not in bills, (status, result)
     assert stored
 
@@ -121,7 +120,7 @@ def test_commit_then_drop_followed_by_a_retry_creates_no_duplicate(world):
     world.kingdee.inject("commit_then_drop", service="BatchSave", times=1)
     with pytest.raises(pipeline.LoadIncomplete):
         pipeline.load(world.scheme, kingdee, world.engine, run)
-    in_doubt = [b for b in staging.bills_by_instance(world.engine, world.scheme.id).values() if b["state"] == "unknown"]
+    in_doubt = list(world.staged.bills(BillState.UNKNOWN).values())
     assert in_doubt, "the dropped batch should be marked unknown"
     saved_blind = len(world.bills())
     assert saved_blind == len(in_doubt)  # Kingdee committed the batch the client never heard back from
@@ -152,12 +151,12 @@ def test_a_load_killed_between_marking_and_sending_recovers_after_the_lease(worl
     pipeline.extract(world.scheme, dingtalk, world.engine, run)
     pipeline.transform(world.scheme, world.engine, run)
     # A load marks a batch "sending" and dies before BatchSave.
-    orphaned = staging.claim_for_sending(world.engine, world.scheme.id, 5)
+    orphaned = world.staged.claim_for_sending(5)
     assert len(orphaned) == 5
     # Within the lease a new load leaves them alone (their sender could still be running) ...
     pipeline.load(world.scheme, kingdee, world.engine, run)
-    states = staging.bills_by_instance(world.engine, world.scheme.id)
-    assert {states[c.instance_id]["state"] for c in orphaned} == {"sending"}
+    states = world.staged.bills()
+    assert {states[c.instance_id].state for c in orphaned} == {BillState.SENDING}
     # ... after it, they are looked up in Kingdee, found missing, and sent exactly once.
     counts = pipeline.reconcile(world.scheme, kingdee, world.engine, run, lease=timedelta(0))
     assert counts == {"reconciled_found": 0, "reconciled_missing": 5}
@@ -197,7 +196,7 @@ def test_replay_rejected_after_fixing_a_value_map_loads_the_claim(world_factory)
     for claim in unmapped:
         assert claim.instance["business_id"] in stored
     world.assert_no_duplicates()
-    remaining = staging.summary(world.engine, world.scheme.id)["rejected_by_reason"]
+    remaining = world.staged.summary().rejected_by_reason
     assert "unmapped_employee" not in remaining
 
 
@@ -213,9 +212,8 @@ def test_kingdee_refusal_is_recorded_with_its_reason_and_not_retried_blindly(wor
     employees = dict.fromkeys(world.scheme.maps["employees"], "EMP9999")
     broken = world.scheme.model_copy(update={"maps": {**world.scheme.maps, "employees": employees}})
     world.run(scheme=broken)
-    bills = staging.bills_by_instance(world.engine, world.scheme.id)
-    failed = [b for b in bills.values() if b["state"] == "failed"]
-    assert failed and all("EMP9999" in (b["last_error"] or "") or b["last_error"] for b in failed)
+    failed = list(world.staged.bills(BillState.FAILED).values())
+    assert failed and all("EMP9999" in (b.last_error or "") or b.last_error for b in failed)
     saves = world.kingdee.calls["BatchSave"]
     world.run(scheme=broken)
     assert world.kingdee.calls["BatchSave"] == saves  # refused bills wait for a fix and a replay
@@ -223,32 +221,31 @@ def test_kingdee_refusal_is_recorded_with_its_reason_and_not_retried_blindly(wor
 
 def test_write_back_comments_once_per_bill(world):
     world.run()
-    loaded = staging.bills_by_instance(world.engine, world.scheme.id)
+    loaded = world.staged.bills()
     comments = world.dingtalk.comments
     assert len(comments) == len(payable_now(world))
     by_instance = {c["process_instance_id"]: c for c in comments}
     for instance_id, bill in loaded.items():
-        assert bill["bill_number"] in by_instance[instance_id]["text"]
+        assert bill.bill_number in by_instance[instance_id]["text"]
     world.run()
     assert len(world.dingtalk.comments) == len(comments)
 
 
 def test_a_bill_number_taken_by_another_bill_fails_that_claim_without_looping(world):
     world.run(dry_run=True)  # pending bills in staging, nothing in Kingdee
-    pending = staging.bills_by_instance(world.engine, world.scheme.id)
-    victim = sorted(pending.values(), key=lambda b: b["instance_id"])[0]
+    victim = next(iter(world.staged.bills(BillState.PENDING).values()))  # the first by claim id
     # Someone keyed a bill by hand with the number this claim would get.
-    foreign = {**json.loads(victim["model"]), "FTHIRDBILLNO": "ENTERED-BY-HAND"}
+    foreign = {**victim.model, "FTHIRDBILLNO": "ENTERED-BY-HAND"}
     _, kingdee = world.hooks()
     [outcome] = kingdee.batch_save("AP_PAYBILL", [foreign], world.scheme.batch_save_options())
     assert outcome.success
 
     world.run()
-    bills = staging.bills_by_instance(world.engine, world.scheme.id)
-    assert bills[victim["instance_id"]]["state"] == "failed"
-    assert "FBillNo" in bills[victim["instance_id"]]["last_error"]
-    others = {b["business_id"] for b in bills.values() if b["state"] == "loaded"}
-    assert others == set(payable_now(world)) - {victim["business_id"]}
+    bills = world.staged.bills()
+    assert bills[victim.instance_id].state == BillState.FAILED
+    assert "FBillNo" in bills[victim.instance_id].last_error
+    others = {b.business_id for b in bills.values() if b.state == BillState.LOADED}
+    assert others == set(payable_now(world)) - {victim.business_id}
     assert world.bills_by_business_id()["ENTERED-BY-HAND"]  # the other bill is left as it was
     saves = world.kingdee.calls["BatchSave"]
     world.run()

@@ -11,9 +11,10 @@ import sqlalchemy as sa
 
 from dingtalk_kingdee import staging
 from dingtalk_kingdee.money import to_cents
+from dingtalk_kingdee.staging import BillState, SchemeStaging
+from dingtalk_kingdee.staging.tables import schema_version
 
 SCHEME = "s1"
-FINAL = {"COMPLETED", "TERMINATED", "CANCELED"}
 
 
 def answer(instance_id: str, status: str = "COMPLETED", result: str = "agree", title: str = "t") -> dict:
@@ -34,9 +35,14 @@ def engine(staging_url):
     staging.get_engine.cache_clear()
 
 
-def store_bills(engine, ids, amount="10.50"):
-    staging.upsert_instances(engine, SCHEME, {i: answer(i) for i in ids}, FINAL, "r1")
-    staging.save_transform(engine, SCHEME, dict.fromkeys(ids, 1), [bill(i, amount) for i in ids], [], [], "r1")
+@pytest.fixture
+def staged(engine) -> SchemeStaging:
+    return SchemeStaging(engine, SCHEME)
+
+
+def store_bills(staged, ids, amount="10.50"):
+    staged.store_answers({i: answer(i) for i in ids}, "r1")
+    staged.save_transform(dict.fromkeys(ids, 1), [bill(i, amount) for i in ids], [], [], "r1")
 
 
 def test_schema_creation_is_idempotent_and_safe_in_parallel(staging_url):
@@ -57,33 +63,43 @@ def test_schema_creation_is_idempotent_and_safe_in_parallel(staging_url):
     assert errors == []
     staging.ensure_schema(engines[0])
     with engines[0].connect() as conn:
-        assert conn.execute(sa.select(sa.func.count()).select_from(staging.schema_version)).scalar() == 1
+        assert conn.execute(sa.select(sa.func.count()).select_from(schema_version)).scalar() == 1
     for e in engines:
         e.dispose()
 
 
-def test_payload_version_bumps_only_when_the_answer_changes(engine):
-    assert staging.upsert_instances(engine, SCHEME, {"a": answer("a", "RUNNING", "")}, FINAL, "r1") == 1
-    assert staging.upsert_instances(engine, SCHEME, {"a": answer("a", "RUNNING", "")}, FINAL, "r2") == 0
-    assert staging.final_instance_ids(engine, SCHEME, ["a"]) == set()
-    assert staging.instances_to_transform(engine, SCHEME, 10) == []  # running claims are not transformed
-    assert staging.upsert_instances(engine, SCHEME, {"a": answer("a")}, FINAL, "r3") == 1
-    assert staging.final_instance_ids(engine, SCHEME, ["a", "zzz"]) == {"a"}
-    [(instance_id, payload, version)] = staging.instances_to_transform(engine, SCHEME, 10)
-    assert (instance_id, payload["status"], version) == ("a", "COMPLETED", 2)
+def test_payload_version_bumps_only_when_the_answer_changes(staged):
+    assert staged.store_answers({"a": answer("a", "RUNNING", "")}, "r1") == 1
+    assert staged.store_answers({"a": answer("a", "RUNNING", "")}, "r2") == 0
+    assert staged.final_among(["a"]) == set()
+    assert staged.unfinished_claims() == ["a"]
+    assert staged.claims_to_transform(10) == []  # running claims are not transformed
+    assert staged.store_answers({"a": answer("a")}, "r3") == 1
+    assert staged.final_among(["a", "zzz"]) == {"a"}
+    assert staged.unfinished_claims() == []
+    [claim] = staged.claims_to_transform(10)
+    assert (claim.instance_id, claim.payload["status"], claim.version) == ("a", "COMPLETED", 2)
 
 
-def test_money_is_exact_in_cents(engine):
-    store_bills(engine, ["a"], amount="12345678.91")
-    [claimed] = staging.claim_for_sending(engine, SCHEME, 10)
+def test_each_scheme_sees_only_its_own_claims(engine, staged):
+    store_bills(staged, ["a"])
+    other = SchemeStaging(engine, "s2")
+    assert other.final_among(["a"]) == set()
+    assert other.claim_for_sending(10) == []
+    assert [c.instance_id for c in staged.claim_for_sending(10)] == ["a"]
+
+
+def test_money_is_exact_in_cents(staged):
+    store_bills(staged, ["a"], amount="12345678.91")
+    [claimed] = staged.claim_for_sending(10)
     assert claimed.amount == Decimal("12345678.91")
     with pytest.raises(ValueError):
         to_cents(Decimal("1.005"))
 
 
-def test_concurrent_claims_never_share_a_bill(engine, staging_url):
+def test_concurrent_claims_never_share_a_bill(staged, staging_url):
     ids = [f"c{i:03d}" for i in range(60)]
-    store_bills(engine, ids)
+    store_bills(staged, ids)
     results: list[list[str]] = []
     lock = threading.Lock()
 
@@ -91,7 +107,7 @@ def test_concurrent_claims_never_share_a_bill(engine, staging_url):
         own = staging.create_engine(staging_url)
         got: list[str] = []
         while True:
-            claimed = staging.claim_for_sending(own, SCHEME, 7)
+            claimed = SchemeStaging(own, SCHEME).claim_for_sending(7)
             if not claimed:
                 break
             got.extend(c.instance_id for c in claimed)
@@ -108,62 +124,94 @@ def test_concurrent_claims_never_share_a_bill(engine, staging_url):
     assert sorted(claimed_all) == ids  # every bill claimed exactly once
 
 
-def test_a_sent_bill_is_never_replaced_by_a_new_transform(engine):
-    store_bills(engine, ["a", "b"])
-    claimed = staging.claim_for_sending(engine, SCHEME, 1)
+def test_a_sent_bill_is_never_replaced_by_a_new_transform(staged):
+    store_bills(staged, ["a", "b"])
+    claimed = staged.claim_for_sending(1)
     assert [c.instance_id for c in claimed] == ["a"]
-    counts = staging.save_transform(
-        engine, SCHEME, {"a": 2, "b": 2}, [bill("a", "99.00"), bill("b", "20.00")], [], [], "r2")
-    assert counts["kept_sent"] == 1
-    rows = staging.bills_by_instance(engine, SCHEME)
-    assert (rows["a"]["state"], rows["a"]["amount_cents"]) == ("sending", 1050)
-    assert (rows["b"]["state"], rows["b"]["amount_cents"]) == ("pending", 2000)
+    saved = staged.save_transform({"a": 2, "b": 2}, [bill("a", "99.00"), bill("b", "20.00")], [], [], "r2")
+    assert saved.kept_sent == 1
+    bills = staged.bills()
+    assert (bills["a"].state, bills["a"].amount) == (BillState.SENDING, Decimal("10.50"))
+    assert (bills["b"].state, bills["b"].amount) == (BillState.PENDING, Decimal("20.00"))
 
 
-def test_a_match_value_can_become_only_one_bill(engine):
-    store_bills(engine, ["a"])
+def test_a_match_value_can_become_only_one_bill(staged):
+    store_bills(staged, ["a"])
     other = staging.BillRecord("b", "Ba", "Ba", Decimal("1.00"), None, {})
-    staging.upsert_instances(engine, SCHEME, {"b": answer("b")}, FINAL, "r1")
+    staged.store_answers({"b": answer("b")}, "r1")
     with pytest.raises(sa.exc.IntegrityError):
-        staging.save_transform(engine, SCHEME, {"b": 1}, [other], [], [], "r1")
-    assert set(staging.bills_by_instance(engine, SCHEME)) == {"a"}
+        staged.save_transform({"b": 1}, [other], [], [], "r1")
+    assert set(staged.bills()) == {"a"}
 
 
-def test_bills_in_doubt_respects_the_sending_lease(engine):
-    store_bills(engine, ["a", "b"])
-    staging.claim_for_sending(engine, SCHEME, 2)
-    assert staging.bills_in_doubt(engine, SCHEME, timedelta(minutes=15)) == []
-    assert [i for i, _ in staging.bills_in_doubt(engine, SCHEME, timedelta(0))] == ["a", "b"]
-    assert staging.set_bill_state(engine, SCHEME, "a", "unknown", "r2", expect=("sending",))
-    assert [i for i, _ in staging.bills_in_doubt(engine, SCHEME, timedelta(minutes=15))] == ["a"]
-    assert not staging.set_bill_state(engine, SCHEME, "a", "loaded", "r2", expect=("pending",))
+def test_bills_in_doubt_respects_the_sending_lease(staged):
+    store_bills(staged, ["a", "b"])
+    staged.claim_for_sending(2)
+    assert staged.bills_in_doubt(timedelta(minutes=15)) == []
+    assert [b.instance_id for b in staged.bills_in_doubt(timedelta(0))] == ["a", "b"]
+    assert staged.mark_unknown(["a"], "r2", "no answer") == 1
+    assert [b.instance_id for b in staged.bills_in_doubt(timedelta(minutes=15))] == ["a"]
+    assert not staged.mark_loaded("a", "r2", kingdee_id="7", bill_number="FKD1", doc_status="A",
+                                  from_states=(BillState.PENDING,))
+    assert staged.bills()["a"].state == BillState.UNKNOWN
 
 
-def test_rejects_replace_earlier_outcomes_and_replay_finds_them(engine):
-    store_bills(engine, ["a"])
+def test_bill_moves_record_their_outcome(staged):
+    store_bills(staged, ["a", "b", "c"])
+    staged.claim_for_sending(3)
+    assert staged.mark_loaded("a", "r2", kingdee_id="7", bill_number="FKD1", doc_status="A")
+    assert staged.mark_refused("b", "r2", "FCONTACTUNIT: no such employee")
+    assert staged.return_to_pending(["c"], "r2", "session expired") == 1
+    assert not staged.mark_refused("a", "r2", "too late")  # only from sending
+    bills = staged.bills()
+    assert (bills["a"].state, bills["a"].bill_number, bills["a"].doc_status) == (BillState.LOADED, "FKD1", "A")
+    assert (bills["b"].state, bills["b"].last_error) == (BillState.FAILED, "FCONTACTUNIT: no such employee")
+    assert bills["c"].state == BillState.PENDING
+    assert [b.instance_id for b in staged.loaded_bills_behind(staging.DocumentStatus.AUDITED)] == ["a"]
+    staged.record_doc_status(["a"], staging.DocumentStatus.AUDITED)
+    assert staged.loaded_bills_behind(staging.DocumentStatus.AUDITED) == []
+    assert [c.instance_id for c in staged.claim_for_sending(10)] == ["c"]  # sent again, the others not
+
+
+def test_rejects_replace_earlier_outcomes_and_replay_finds_them(staged):
+    store_bills(staged, ["a"])
     reject = staging.RejectRecord("a", "Ba", "FCONTACTUNIT", "unmapped_employee", "no employee for u1")
-    staging.save_transform(engine, SCHEME, {"a": 1}, [], [reject], [], "r2")
-    assert staging.bills_by_instance(engine, SCHEME) == {}
-    assert staging.instances_to_transform(engine, SCHEME, 10) == []
-    assert [i for i, _, _ in staging.instances_to_transform(engine, SCHEME, 10, include_rejected=True)] == ["a"]
-    summary = staging.summary(engine, SCHEME)
-    assert summary["rejected_by_reason"] == {"unmapped_employee": 1}
-    assert summary["rejected_claims"][0]["reason"] == "no employee for u1"
+    staged.save_transform({"a": 1}, [], [reject], [], "r2")
+    assert staged.bills() == {}
+    assert staged.claims_to_transform(10) == []
+    assert [c.instance_id for c in staged.claims_to_transform(10, include_rejected=True)] == ["a"]
+    summary = staged.summary()
+    assert summary.rejected_by_reason == {"unmapped_employee": 1}
+    assert summary.rejected_claims[0].reason == "no employee for u1"
 
 
-def test_ledger_is_written_once_per_loaded_bill(engine):
-    store_bills(engine, ["a", "b"])
-    staging.claim_for_sending(engine, SCHEME, 2)
-    staging.set_bill_state(engine, SCHEME, "a", "loaded", "r1", kingdee_id="7", bill_number="FKD1")
-    assert staging.record_ledger(engine, SCHEME, comments_enabled=True) == 1
-    assert staging.record_ledger(engine, SCHEME, comments_enabled=True) == 0
-    [entry] = staging.comments_to_send(engine, SCHEME)
-    assert (entry["instance_id"], entry["bill_number"], entry["amount_cents"]) == ("a", "FKD1", 1050)
-    staging.set_comment_state(engine, SCHEME, "a", "done")
-    assert staging.comments_to_send(engine, SCHEME) == []
+def test_summary_counts_money_exactly_and_as_text(staged):
+    store_bills(staged, ["a", "b"], amount="0.10")
+    staged.store_answers({"r": answer("r", "RUNNING", "")}, "r1")
+    summary = staged.summary(run_id="r1")
+    assert (summary.claims_seen, summary.approved, summary.still_running) == (3, 2, 1)
+    assert summary.money_by_state == {BillState.PENDING: Decimal("0.20")}
+    as_dict = summary.to_dict()
+    assert as_dict["money_by_state"] == {"pending": "0.20"}
+    assert as_dict["bills_by_state"] == {"pending": 2}
+    assert staged.summary(run_id="another run").claims_seen == 0
 
 
-def test_already_billed_answers_for_the_asked_business_ids_only(engine):
-    store_bills(engine, ["a", "b", "c"])
-    assert staging.already_billed(engine, SCHEME, ["Ba", "Bc", "Bzz", ""]) == {"Ba": "a", "Bc": "c"}
-    assert staging.already_billed(engine, SCHEME, ["Ba", "Bc"], exclude=["a"]) == {"Bc": "c"}
+def test_ledger_is_written_once_per_loaded_bill(staged):
+    store_bills(staged, ["a", "b"])
+    staged.claim_for_sending(2)
+    staged.mark_loaded("a", "r1", kingdee_id="7", bill_number="FKD1", doc_status=None)
+    assert staged.record_ledger(comments_enabled=True) == 1
+    assert staged.record_ledger(comments_enabled=True) == 0
+    [entry] = staged.comments_to_post()
+    assert (entry.instance_id, entry.bill_number, entry.amount) == ("a", "FKD1", Decimal("10.50"))
+    assert staged.comments_to_post(instance_ids=["b"]) == []
+    staged.mark_comment_posted("a")
+    assert staged.comments_to_post() == []
+    assert staged.summary().comments_by_state == {staging.CommentState.DONE: 1}
+
+
+def test_already_billed_answers_for_the_asked_business_ids_only(staged):
+    store_bills(staged, ["a", "b", "c"])
+    assert staged.billed_business_ids(["Ba", "Bc", "Bzz", ""]) == {"Ba": "a", "Bc": "c"}
+    assert staged.billed_business_ids(["Ba", "Bc"], exclude=["a"]) == {"Bc": "c"}

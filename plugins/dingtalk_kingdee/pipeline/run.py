@@ -1,0 +1,63 @@
+"""What one run of the sync was asked to do: the plan every step of the run works to."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Run:
+    """What one DAG run (or one direct call) was asked to do.
+
+    ``window_start``/``window_end`` bound the claims listed by start time; ``instance_ids``, when
+    given, replaces the listing and limits every step to those claims.
+    """
+
+    run_id: str
+    window_start: datetime | None = None
+    window_end: datetime | None = None
+    dry_run: bool = False
+    instance_ids: tuple[str, ...] | None = None
+    replay_rejected: bool = False
+
+    def to_xcom(self) -> dict[str, Any]:
+        """The plan as plain JSON values (times as ISO 8601 with their offset), for XCom."""
+        return {
+            "run_id": self.run_id,
+            "window_start": self.window_start.isoformat() if self.window_start else None,
+            "window_end": self.window_end.isoformat() if self.window_end else None,
+            "dry_run": self.dry_run,
+            "instance_ids": list(self.instance_ids) if self.instance_ids is not None else None,
+            "replay_rejected": self.replay_rejected,
+        }
+
+    @classmethod
+    def from_xcom(cls, plan: Mapping[str, Any]) -> Run:
+        """The plan ``to_xcom`` wrote, back as a ``Run``."""
+        ids = plan.get("instance_ids")
+        return cls(
+            run_id=str(plan["run_id"]),
+            window_start=_time_or_none(plan.get("window_start")),
+            window_end=_time_or_none(plan.get("window_end")),
+            dry_run=bool(plan.get("dry_run")),
+            instance_ids=tuple(ids) if ids is not None else None,
+            replay_rejected=bool(plan.get("replay_rejected")),
+        )
+
+
+def _time_or_none(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    parsed = datetime.fromisoformat(value)
+    if parsed.tzinfo is None:
+        raise ValueError(f"plan time {value!r} has no offset")
+    return parsed
+
+
+def select_ids(values: Iterable[str] | None) -> tuple[str, ...] | None:
+    """Claim ids from a trigger form: blanks dropped, order kept; none at all means "no selection"."""
+    cleaned = tuple(v.strip() for v in (values or []) if v and v.strip())
+    return cleaned or None

@@ -1,0 +1,98 @@
+"""transform: every final claim whose latest answer is not yet transformed becomes a pending bill or
+rejects, chunk by chunk (the transform itself is pure; this step reads and writes staging)."""
+
+from __future__ import annotations
+
+import logging
+from decimal import Decimal
+
+import pandas as pd
+from sqlalchemy.engine import Engine
+
+from dingtalk_kingdee.pipeline.run import Run
+from dingtalk_kingdee.scheme import Scheme
+from dingtalk_kingdee.staging import BillRecord, RejectRecord, RowRecord, SchemeStaging
+from dingtalk_kingdee.transform import transform_claims
+
+log = logging.getLogger(__name__)
+
+# Claims per transform call and per staging transaction: bounds memory, keeps transactions short.
+TRANSFORM_CHUNK = 2000
+# The transform's row columns that describe a row rather than hold one of its cells.
+_ROW_META = frozenset({"instance_id", "table", "row_index", "row_key", "row_id", "parent_row_id", "parent_row_key"})
+
+
+def transform(scheme: Scheme, engine: Engine, run: Run) -> dict:
+    """Turn every final claim whose latest answer is not yet transformed into a pending bill or rejects."""
+    staged = SchemeStaging(engine, scheme.id)
+    after = ""
+    totals = {"claims": 0, "bills": 0, "rejected": 0, "kept_sent": 0}
+    while True:
+        batch = staged.claims_to_transform(TRANSFORM_CHUNK, after=after, instance_ids=run.instance_ids,
+                                           include_rejected=run.replay_rejected)
+        if not batch:
+            break
+        after = batch[-1].instance_id
+        ids = [c.instance_id for c in batch]
+        raw = pd.DataFrame({"instance_id": ids, "payload": [c.payload for c in batch]})
+        business_ids = [str(c.payload.get("business_id") or "") for c in batch if isinstance(c.payload, dict)]
+        result = transform_claims(raw, scheme, staged.billed_business_ids(business_ids, exclude=ids))
+        saved = staged.save_transform(
+            {c.instance_id: c.version for c in batch}, _bill_records(result.bills),
+            _reject_records(result.rejects), _row_records(result.rows), run.run_id,
+        )
+        totals["claims"] += len(batch)
+        totals["bills"] += saved.bills
+        totals["rejected"] += saved.rejects
+        totals["kept_sent"] += saved.kept_sent
+        log.info("transform: %d claims so far → %d bills, %d rejected", totals["claims"], totals["bills"],
+                 totals["rejected"])
+    return totals
+
+
+def _bill_records(bills_frame: pd.DataFrame) -> list[BillRecord]:
+    return [
+        BillRecord(instance_id=str(r["instance_id"]), business_id=str(r["business_id"]),
+                   match_value=str(r["match_value"]), amount=Decimal(r["amount"]), payee=r.get("payee"),
+                   model=r["model"])
+        for r in bills_frame.to_dict("records")
+    ]
+
+
+def _reject_records(rejects_frame: pd.DataFrame) -> list[RejectRecord]:
+    return [
+        RejectRecord(instance_id=str(r["instance_id"]), business_id=r.get("business_id"), field=r.get("field"),
+                     reason_code=str(r["reason_code"]), reason=str(r["reason"]))
+        for r in rejects_frame.to_dict("records")
+    ]
+
+
+def _row_records(rows_frame: pd.DataFrame | None) -> list[RowRecord]:
+    """The transform's flattened table rows (any depth) in the staging shape.
+
+    ``row_id`` (a path such as ``<instance>/报销明细#0/报销明细.项目费用明细#1``) is the key: DingTalk's own
+    rowNumber is kept among the cells but is not guaranteed unique.
+    """
+    if rows_frame is None or rows_frame.empty:
+        return []
+    cell_columns = [c for c in rows_frame.columns if c not in _ROW_META]
+    records: list[RowRecord] = []
+    for rec in rows_frame.to_dict("records"):
+        cells = {c: rec[c] for c in cell_columns if _present(rec[c])}
+        if _present(rec.get("row_key")):
+            cells["rowNumber"] = rec["row_key"]
+        records.append(RowRecord(
+            instance_id=str(rec["instance_id"]), table_path=str(rec["table"]), row_key=str(rec["row_id"]),
+            parent_row_key=str(rec["parent_row_id"]) if _present(rec.get("parent_row_id")) else None,
+            row_index=int(rec["row_index"]), cells=cells,
+        ))
+    return records
+
+
+def _present(value: object) -> bool:
+    if value is None:
+        return False
+    try:
+        return not bool(pd.isna(value))
+    except (TypeError, ValueError):  # lists and dicts are values, not missing markers
+        return True

@@ -1,0 +1,479 @@
+"""One scheme's staging, as the steps use it: ``SchemeStaging(engine, scheme_id)``.
+
+Every method is one thing a step needs (``final_among``, ``claim_for_sending``, ``mark_loaded``,
+...) and owns its SQL; nothing outside this package writes a query. Every state change that matters
+for exactly-once delivery is committed before the call it guards. Writers of one scheme's claims are
+serialised by a per-scheme advisory lock on PostgreSQL (SQLite admits one writer at a time anyway).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from dingtalk_kingdee.money import from_cents, to_cents
+from dingtalk_kingdee.staging.records import (
+    BillInDoubt,
+    BillRecord,
+    ClaimedBill,
+    ClaimToTransform,
+    CommentToPost,
+    LoadedBill,
+    RejectedClaim,
+    RejectRecord,
+    RowRecord,
+    SavedTransform,
+    StagedBill,
+    Summary,
+)
+from dingtalk_kingdee.staging.states import (
+    FINAL_STATUSES,
+    MAY_BE_IN_KINGDEE,
+    OPEN_STATUSES,
+    REPLACEABLE,
+    SENDABLE,
+    BillState,
+    CommentState,
+    DocumentStatus,
+    InstanceResult,
+    InstanceStatus,
+)
+from dingtalk_kingdee.staging.tables import bills, instances, rejects, rows, writeback
+
+# Ids per IN (...) list: well inside every driver's parameter limit.
+IN_CHUNK = 500
+
+T = TypeVar("T")
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def chunked(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def _insert_missing(conn: Connection, table: sa.Table, values: list[dict], keys: Sequence[str]) -> None:
+    """INSERT ... ON CONFLICT (keys) DO NOTHING (PostgreSQL and SQLite): rows already there stay."""
+    if not values:
+        return
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    conn.execute(insert(table).values(values).on_conflict_do_nothing(index_elements=list(keys)))
+
+
+def _staged_bill(row: Any) -> StagedBill:
+    return StagedBill(
+        instance_id=row.instance_id, business_id=row.business_id, match_value=row.match_value,
+        amount=from_cents(row.amount_cents), payee=row.payee, model=json.loads(row.model),
+        state=BillState(row.state), attempts=row.attempts, kingdee_id=row.kingdee_id, bill_number=row.bill_number,
+        doc_status=row.doc_status, last_error=row.last_error,
+        sent_at=row.sent_at, loaded_at=row.loaded_at, last_run=row.last_run,
+    )
+
+
+class SchemeStaging:
+    """The staged claims, bills, rejects and write-back ledger of one scheme."""
+
+    def __init__(self, engine: Engine, scheme_id: str) -> None:
+        self.engine = engine
+        self.scheme_id = scheme_id
+
+    def __repr__(self) -> str:
+        return f"SchemeStaging({self.engine.url.render_as_string(hide_password=True)!r}, {self.scheme_id!r})"
+
+    def _lock(self, conn: Connection) -> None:
+        """Serialise writers of this scheme's claims until the transaction ends.
+
+        Overlapping runs (a backfill beside the hourly run) write the same claims; PostgreSQL would
+        otherwise let two of them insert one new claim at once. SQLite already admits one writer at a time.
+        """
+        if conn.dialect.name == "postgresql":
+            digest = hashlib.blake2b(f"dk:{self.scheme_id}".encode(), digest_size=8).digest()
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({int.from_bytes(digest, 'big', signed=True)})")
+
+    # -- claims (approval instances) -------------------------------------------------------------
+
+    def final_among(self, instance_ids: Iterable[str]) -> set[str]:
+        """Those of ``instance_ids`` already stored in a final state (never fetched again)."""
+        found: set[str] = set()
+        with self.engine.connect() as conn:
+            for part in chunked(list(instance_ids), IN_CHUNK):
+                found.update(conn.execute(sa.select(instances.c.instance_id).where(
+                    instances.c.scheme_id == self.scheme_id, instances.c.instance_id.in_(part),
+                    instances.c.is_final.is_(True),
+                )).scalars())
+        return found
+
+    def unfinished_claims(self) -> list[str]:
+        """Claims stored while not yet final: re-read every run, even once outside the look-back window."""
+        with self.engine.connect() as conn:
+            return list(conn.execute(
+                sa.select(instances.c.instance_id)
+                .where(instances.c.scheme_id == self.scheme_id, instances.c.is_final.is_(False))
+                .order_by(instances.c.instance_id)).scalars())
+
+    def mark_listed(self, instance_ids: Iterable[str], run_id: str) -> None:
+        """Record that this run listed these (already final) claims, for the run's report."""
+        with self.engine.begin() as conn:
+            for part in chunked(list(instance_ids), IN_CHUNK):
+                conn.execute(instances.update()
+                             .where(instances.c.scheme_id == self.scheme_id, instances.c.instance_id.in_(part))
+                             .values(last_seen_at=now(), last_seen_run=run_id))
+
+    def store_answers(self, answers: Mapping[str, dict], run_id: str) -> int:
+        """Store DingTalk's detail answers; bump ``payload_version`` where the answer changed.
+
+        Returns how many claims are new or changed.
+        """
+        if not answers:
+            return 0
+        changed = 0
+        stamp = now()
+        with self.engine.begin() as conn:
+            self._lock(conn)
+            existing = {
+                r.instance_id: (r.payload, r.payload_version)
+                for r in conn.execute(
+                    sa.select(instances.c.instance_id, instances.c.payload, instances.c.payload_version).where(
+                        instances.c.scheme_id == self.scheme_id, instances.c.instance_id.in_(list(answers))))
+            }
+            for instance_id, answer in answers.items():
+                payload = json.dumps(answer, ensure_ascii=False, sort_keys=True)
+                status = str(answer.get("status") or "")
+                values = dict(
+                    business_id=answer.get("business_id") or None, status=status,
+                    result=str(answer.get("result") or ""), is_final=status in FINAL_STATUSES, payload=payload,
+                    last_seen_at=stamp, last_fetched_at=stamp, last_seen_run=run_id,
+                )
+                if instance_id not in existing:
+                    conn.execute(instances.insert().values(
+                        scheme_id=self.scheme_id, instance_id=instance_id, payload_version=1,
+                        transformed_version=0, first_seen_at=stamp, **values))
+                    changed += 1
+                    continue
+                old_payload, version = existing[instance_id]
+                if old_payload != payload:
+                    values["payload_version"] = version + 1
+                    changed += 1
+                conn.execute(instances.update().where(
+                    instances.c.scheme_id == self.scheme_id, instances.c.instance_id == instance_id,
+                ).values(**values))
+        return changed
+
+    # -- transform -------------------------------------------------------------------------------
+
+    def claims_to_transform(self, limit: int, after: str = "", instance_ids: Collection[str] | None = None,
+                            include_rejected: bool = False) -> list[ClaimToTransform]:
+        """Final claims whose latest answer has not been transformed yet, in id order after ``after``.
+
+        ``include_rejected`` also returns claims that ended as rejects or as bills Kingdee refused
+        (replay after a value-map fix).
+        """
+        sid = self.scheme_id
+        due = instances.c.transformed_version < instances.c.payload_version
+        if include_rejected:
+            rejected = sa.exists().where(rejects.c.scheme_id == sid, rejects.c.instance_id == instances.c.instance_id)
+            refused = sa.exists().where(bills.c.scheme_id == sid, bills.c.state == BillState.FAILED,
+                                        bills.c.instance_id == instances.c.instance_id)
+            due = sa.or_(due, rejected, refused)
+        cond = [instances.c.scheme_id == sid, instances.c.is_final.is_(True), instances.c.instance_id > after, due]
+        if instance_ids is not None:
+            cond.append(instances.c.instance_id.in_(list(instance_ids)))
+        query = (sa.select(instances.c.instance_id, instances.c.payload, instances.c.payload_version)
+                 .where(*cond).order_by(instances.c.instance_id).limit(limit))
+        with self.engine.connect() as conn:
+            return [ClaimToTransform(r.instance_id, json.loads(r.payload), r.payload_version)
+                    for r in conn.execute(query)]
+
+    def billed_business_ids(self, business_ids: Iterable[str], exclude: Iterable[str] = ()) -> dict[str, str]:
+        """business_id → instance_id of this scheme's bills for these business_ids, other than the claims
+        in ``exclude`` (the transform's duplicate check needs no more than the chunk's own business_ids)."""
+        skip = set(exclude)
+        found: dict[str, str] = {}
+        with self.engine.connect() as conn:
+            for part in chunked(sorted({b for b in business_ids if b}), IN_CHUNK):
+                query = sa.select(bills.c.business_id, bills.c.instance_id).where(
+                    bills.c.scheme_id == self.scheme_id, bills.c.business_id.in_(part))
+                found.update({r.business_id: r.instance_id for r in conn.execute(query) if r.instance_id not in skip})
+        return found
+
+    def save_transform(self, versions: Mapping[str, int], new_bills: Sequence[BillRecord],
+                       new_rejects: Sequence[RejectRecord], new_rows: Sequence[RowRecord], run_id: str,
+                       ) -> SavedTransform:
+        """Store one chunk's outcome (claim → transformed version) in one transaction.
+
+        A claim whose bill may already be in Kingdee (sending / unknown / loaded) is never touched
+        again: its bill stands as sent, and a new outcome for it is ignored. Pending or failed bills
+        are replaced.
+        """
+        sid = self.scheme_id
+        stamp = now()
+        claim_ids = list(versions)
+        with self.engine.begin() as conn:
+            self._lock(conn)
+            locked = set(conn.execute(sa.select(bills.c.instance_id).where(
+                bills.c.scheme_id == sid, bills.c.instance_id.in_(claim_ids), bills.c.state.in_(MAY_BE_IN_KINGDEE),
+            )).scalars())
+            for part in chunked([i for i in claim_ids if i not in locked], IN_CHUNK):
+                conn.execute(rejects.delete().where(rejects.c.scheme_id == sid, rejects.c.instance_id.in_(part)))
+                # Only bills not yet sent are replaced; the state filter holds even if a claim slipped in.
+                conn.execute(bills.delete().where(bills.c.scheme_id == sid, bills.c.instance_id.in_(part),
+                                                  bills.c.state.in_(REPLACEABLE)))
+            for part in chunked(claim_ids, IN_CHUNK):
+                conn.execute(rows.delete().where(rows.c.scheme_id == sid, rows.c.instance_id.in_(part)))
+            bill_values = [
+                dict(scheme_id=sid, instance_id=b.instance_id, business_id=b.business_id,
+                     match_value=b.match_value, amount_cents=to_cents(b.amount), payee=b.payee,
+                     model=json.dumps(b.model, ensure_ascii=False), state=BillState.PENDING, attempts=0,
+                     created_at=stamp, updated_at=stamp, last_run=run_id)
+                for b in new_bills if b.instance_id not in locked
+            ]
+            # A row still there was sent meanwhile: keep it. (A clash on match_value still raises.)
+            _insert_missing(conn, bills, bill_values, ("scheme_id", "instance_id"))
+            reject_values = [
+                dict(scheme_id=sid, instance_id=r.instance_id, business_id=r.business_id, field=r.field,
+                     reason_code=r.reason_code, reason=r.reason, created_at=stamp, run_id=run_id)
+                for r in new_rejects if r.instance_id not in locked
+            ]
+            if reject_values:
+                conn.execute(rejects.insert(), reject_values)
+            row_values = [
+                dict(scheme_id=sid, instance_id=r.instance_id, table_path=r.table_path, row_key=r.row_key,
+                     parent_row_key=r.parent_row_key, row_index=r.row_index,
+                     cells=json.dumps(r.cells, ensure_ascii=False, default=str))
+                for r in new_rows
+            ]
+            _insert_missing(conn, rows, row_values, ("scheme_id", "instance_id", "table_path", "row_key"))
+            for instance_id, version in versions.items():
+                conn.execute(instances.update().where(
+                    instances.c.scheme_id == sid, instances.c.instance_id == instance_id,
+                ).values(transformed_version=version))
+        return SavedTransform(bills=len(bill_values), rejects=len({r["instance_id"] for r in reject_values}),
+                              kept_sent=len(locked))
+
+    # -- bills -----------------------------------------------------------------------------------
+
+    def bills_in_doubt(self, lease: timedelta, instance_ids: Collection[str] | None = None) -> list[BillInDoubt]:
+        """Bills whose fate in Kingdee is not known here.
+
+        ``unknown`` bills, and ``sending`` bills whose sender went quiet for longer than ``lease`` (a
+        crashed or killed task). Younger ``sending`` bills belong to a load that may still be running.
+        """
+        cond = [bills.c.scheme_id == self.scheme_id,
+                sa.or_(bills.c.state == BillState.UNKNOWN,
+                       sa.and_(bills.c.state == BillState.SENDING, bills.c.sent_at < now() - lease))]
+        if instance_ids is not None:
+            cond.append(bills.c.instance_id.in_(list(instance_ids)))
+        with self.engine.connect() as conn:
+            return [BillInDoubt(r.instance_id, r.match_value) for r in conn.execute(
+                sa.select(bills.c.instance_id, bills.c.match_value).where(*cond).order_by(bills.c.instance_id))]
+
+    def claim_for_sending(self, limit: int, instance_ids: Collection[str] | None = None) -> list[ClaimedBill]:
+        """Atomically move up to ``limit`` pending bills to ``sending`` and return them.
+
+        The conditional UPDATE is what keeps two concurrent loads from sending the same bill: a row
+        another load claimed first no longer matches ``state = 'pending'``.
+        """
+        sid = self.scheme_id
+        token = uuid.uuid4().hex
+        stamp = now()
+        with self.engine.begin() as conn:
+            self._lock(conn)  # never between a transform's look at sent bills and its rewrite
+            cond = [bills.c.scheme_id == sid, bills.c.state.in_(SENDABLE)]
+            if instance_ids is not None:
+                cond.append(bills.c.instance_id.in_(list(instance_ids)))
+            candidates = list(conn.execute(
+                sa.select(bills.c.instance_id).where(*cond).order_by(bills.c.instance_id).limit(limit)).scalars())
+            if candidates:
+                conn.execute(bills.update()
+                             .where(bills.c.scheme_id == sid, bills.c.instance_id.in_(candidates),
+                                    bills.c.state.in_(SENDABLE))
+                             .values(state=BillState.SENDING, claim_token=token, sent_at=stamp, updated_at=stamp,
+                                     attempts=bills.c.attempts + 1))
+        with self.engine.connect() as conn:
+            return [
+                ClaimedBill(r.instance_id, r.business_id, r.match_value, from_cents(r.amount_cents),
+                            json.loads(r.model))
+                for r in conn.execute(
+                    sa.select(bills).where(bills.c.scheme_id == sid, bills.c.claim_token == token,
+                                           bills.c.state == BillState.SENDING).order_by(bills.c.instance_id))
+            ]
+
+    def _move(self, instance_ids: Sequence[str], state: BillState, run_id: str, from_states: Collection[BillState],
+              **values: Any) -> int:
+        """Move bills to ``state`` (only from one of ``from_states``); returns how many moved."""
+        moved = 0
+        with self.engine.begin() as conn:
+            for part in chunked(list(instance_ids), IN_CHUNK):
+                moved += conn.execute(
+                    bills.update()
+                    .where(bills.c.scheme_id == self.scheme_id, bills.c.instance_id.in_(part),
+                           bills.c.state.in_(list(from_states)))
+                    .values(state=state, updated_at=now(), last_run=run_id, **values)
+                ).rowcount
+        return moved
+
+    def mark_loaded(self, instance_id: str, run_id: str, *, kingdee_id: str | None, bill_number: str | None,
+                    doc_status: str | None, from_states: Collection[BillState] = (BillState.SENDING,)) -> bool:
+        """Kingdee holds this bill (saved now, or found by its match value). True if it moved."""
+        values: dict[str, Any] = dict(loaded_at=now(), kingdee_id=kingdee_id, bill_number=bill_number,
+                                      claim_token=None, last_error=None)
+        if doc_status:
+            values["doc_status"] = doc_status
+        return self._move([instance_id], BillState.LOADED, run_id, from_states, **values) == 1
+
+    def mark_refused(self, instance_id: str, run_id: str, reason: str,
+                     from_states: Collection[BillState] = (BillState.SENDING,)) -> bool:
+        """Kingdee refused this bill's model: ``failed`` with the reason, until a fix and a replay."""
+        return self._move([instance_id], BillState.FAILED, run_id, from_states, last_error=reason) == 1
+
+    def mark_unknown(self, instance_ids: Sequence[str], run_id: str, error: str) -> int:
+        """Sent without a usable answer: settled by querying Kingdee before anything is resent."""
+        return self._move(instance_ids, BillState.UNKNOWN, run_id, (BillState.SENDING,), last_error=error)
+
+    def return_to_pending(self, instance_ids: Sequence[str], run_id: str, error: str,
+                          from_states: Collection[BillState] = (BillState.SENDING,)) -> int:
+        """Certainly not in Kingdee: to be sent again (by this load or a later one)."""
+        return self._move(instance_ids, BillState.PENDING, run_id, from_states, last_error=error, claim_token=None)
+
+    def loaded_bills_behind(self, wanted: DocumentStatus) -> list[LoadedBill]:
+        """Loaded bills not yet at document status ``wanted``."""
+        with self.engine.connect() as conn:
+            return [LoadedBill(r.instance_id, r.bill_number, r.doc_status)
+                    for r in conn.execute(sa.select(bills.c.instance_id, bills.c.bill_number, bills.c.doc_status)
+                                          .where(bills.c.scheme_id == self.scheme_id,
+                                                 bills.c.state == BillState.LOADED,
+                                                 sa.or_(bills.c.doc_status.is_(None), bills.c.doc_status != wanted))
+                                          .order_by(bills.c.instance_id))]
+
+    def record_doc_status(self, instance_ids: Sequence[str], doc_status: str) -> None:
+        """Kingdee reports these bills at ``doc_status`` (a ``DocumentStatus`` value, stored as given)."""
+        with self.engine.begin() as conn:
+            for part in chunked(list(instance_ids), IN_CHUNK):
+                conn.execute(bills.update()
+                             .where(bills.c.scheme_id == self.scheme_id, bills.c.instance_id.in_(part))
+                             .values(doc_status=doc_status, last_error=None, updated_at=now()))
+
+    def bills(self, state: BillState | None = None, instance_ids: Collection[str] | None = None,
+              ) -> dict[str, StagedBill]:
+        """This scheme's bills by claim, optionally only those in ``state`` or of ``instance_ids``."""
+        cond = [bills.c.scheme_id == self.scheme_id]
+        if state is not None:
+            cond.append(bills.c.state == state)
+        if instance_ids is not None:
+            cond.append(bills.c.instance_id.in_(list(instance_ids)))
+        with self.engine.connect() as conn:
+            return {r.instance_id: _staged_bill(r)
+                    for r in conn.execute(sa.select(bills).where(*cond).order_by(bills.c.instance_id))}
+
+    # -- write-back ledger -----------------------------------------------------------------------
+
+    def record_ledger(self, comments_enabled: bool) -> int:
+        """Add a ledger line for every loaded bill that has none; returns how many were added."""
+        sid = self.scheme_id
+        stamp = now()
+        with self.engine.begin() as conn:
+            missing = conn.execute(sa.select(bills).where(
+                bills.c.scheme_id == sid, bills.c.state == BillState.LOADED,
+                ~sa.exists().where(writeback.c.scheme_id == sid, writeback.c.instance_id == bills.c.instance_id),
+            )).all()
+            values = [
+                dict(scheme_id=sid, instance_id=b.instance_id, business_id=b.business_id, kingdee_id=b.kingdee_id,
+                     bill_number=b.bill_number, payee=b.payee, amount_cents=b.amount_cents, loaded_at=b.loaded_at,
+                     recorded_at=stamp,
+                     comment_state=CommentState.PENDING if comments_enabled else CommentState.OFF)
+                for b in missing
+            ]
+            _insert_missing(conn, writeback, values, ("scheme_id", "instance_id"))
+        return len(values)
+
+    def comments_to_post(self, instance_ids: Collection[str] | None = None) -> list[CommentToPost]:
+        """Ledger lines whose comment is still to be posted. A comment that failed or got no answer is
+        not posted again by itself: an employee seeing "paid" twice is worse than a missing note."""
+        cond = [writeback.c.scheme_id == self.scheme_id, writeback.c.comment_state == CommentState.PENDING]
+        if instance_ids is not None:
+            cond.append(writeback.c.instance_id.in_(list(instance_ids)))
+        query = (sa.select(writeback, instances.c.payload)
+                 .join(instances, sa.and_(instances.c.scheme_id == writeback.c.scheme_id,
+                                          instances.c.instance_id == writeback.c.instance_id))
+                 .where(*cond).order_by(writeback.c.instance_id))
+        with self.engine.connect() as conn:
+            return [
+                CommentToPost(instance_id=r.instance_id, business_id=r.business_id, bill_number=r.bill_number,
+                              payee=r.payee, amount=from_cents(r.amount_cents),
+                              originator_userid=str(json.loads(r.payload).get("originator_userid") or ""))
+                for r in conn.execute(query)
+            ]
+
+    def _set_comment_state(self, instance_id: str, state: CommentState, error: str | None) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(writeback.update().where(
+                writeback.c.scheme_id == self.scheme_id, writeback.c.instance_id == instance_id,
+            ).values(comment_state=state, comment_error=error,
+                     commented_at=now() if state == CommentState.DONE else None))
+
+    def mark_comment_posted(self, instance_id: str) -> None:
+        self._set_comment_state(instance_id, CommentState.DONE, None)
+
+    def mark_comment_refused(self, instance_id: str, error: str) -> None:
+        self._set_comment_state(instance_id, CommentState.FAILED, error)
+
+    def mark_comment_unanswered(self, instance_id: str, error: str) -> None:
+        """No answer: the comment may have been posted, so it is not posted again."""
+        self._set_comment_state(instance_id, CommentState.UNKNOWN, error)
+
+    # -- reporting -------------------------------------------------------------------------------
+
+    def summary(self, run_id: str | None = None) -> Summary:
+        """Where the scheme's claims stand; with ``run_id``, only claims that run listed."""
+        sid = self.scheme_id
+        inst_cond = [instances.c.scheme_id == sid]
+        if run_id is not None:
+            inst_cond.append(instances.c.last_seen_run == run_id)
+        seen = sa.select(instances.c.instance_id).where(*inst_cond)
+        with self.engine.connect() as conn:
+            status_counts = {
+                (r.status, r.result): r.n for r in conn.execute(
+                    sa.select(instances.c.status, instances.c.result, sa.func.count().label("n"))
+                    .where(*inst_cond).group_by(instances.c.status, instances.c.result))
+            }
+            bill_rows = conn.execute(
+                sa.select(bills.c.state, sa.func.count().label("n"), sa.func.sum(bills.c.amount_cents).label("cents"))
+                .where(bills.c.scheme_id == sid, bills.c.instance_id.in_(seen)).group_by(bills.c.state)).all()
+            reject_rows = conn.execute(
+                sa.select(rejects.c.reason_code, sa.func.count(sa.distinct(rejects.c.instance_id)).label("n"))
+                .where(rejects.c.scheme_id == sid, rejects.c.instance_id.in_(seen))
+                .group_by(rejects.c.reason_code)).all()
+            comment_rows = conn.execute(
+                sa.select(writeback.c.comment_state, sa.func.count().label("n"))
+                .where(writeback.c.scheme_id == sid, writeback.c.instance_id.in_(seen))
+                .group_by(writeback.c.comment_state)).all()
+            rejected = conn.execute(
+                sa.select(rejects.c.instance_id, rejects.c.business_id, rejects.c.reason_code, rejects.c.reason)
+                .where(rejects.c.scheme_id == sid, rejects.c.instance_id.in_(seen))
+                .order_by(rejects.c.business_id, rejects.c.id)).all()
+        return Summary(
+            claims_seen=sum(status_counts.values()),
+            claims_by_status={f"{s}/{r or '-'}": n for (s, r), n in sorted(status_counts.items())},
+            approved=sum(n for (s, r), n in status_counts.items()
+                         if s == InstanceStatus.COMPLETED and r == InstanceResult.AGREE),
+            still_running=sum(n for (s, _), n in status_counts.items() if s in OPEN_STATUSES),
+            bills_by_state={BillState(r.state): r.n for r in bill_rows},
+            money_by_state={BillState(r.state): from_cents(r.cents) for r in bill_rows},
+            rejected_by_reason={r.reason_code: r.n for r in reject_rows},
+            comments_by_state={CommentState(r.comment_state): r.n for r in comment_rows},
+            rejected_claims=[RejectedClaim(r.instance_id, r.business_id, r.reason_code, r.reason) for r in rejected],
+        )
+

@@ -1,0 +1,109 @@
+"""The staging tables (SQLAlchemy Core), shared by PostgreSQL and SQLite.
+
+Money is stored as integer cents: exact on both databases (SQLite would turn a NUMERIC into a
+float). Table and column names are the stored contract: a change needs a ``SCHEMA_VERSION`` bump and
+an upgrade step in ``engine.ensure_schema``.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+SCHEMA_VERSION = 1
+
+metadata = sa.MetaData()
+
+schema_version = sa.Table(
+    "dk_schema_version", metadata,
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("applied_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+# One row per claim (approval instance) ever listed: the raw detail answer and where it stands.
+instances = sa.Table(
+    "dk_instances", metadata,
+    sa.Column("scheme_id", sa.String(64), primary_key=True),
+    sa.Column("instance_id", sa.String(64), primary_key=True),
+    sa.Column("business_id", sa.String(64), index=True),
+    sa.Column("status", sa.String(16)),
+    sa.Column("result", sa.String(16)),
+    sa.Column("is_final", sa.Boolean, nullable=False, default=False),
+    sa.Column("payload", sa.Text),
+    # Bumped whenever the answer changes; transform works on claims whose version it has not seen.
+    sa.Column("payload_version", sa.Integer, nullable=False, default=0),
+    sa.Column("transformed_version", sa.Integer, nullable=False, default=0),
+    sa.Column("first_seen_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("last_seen_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("last_fetched_at", sa.DateTime(timezone=True)),
+    sa.Column("last_seen_run", sa.String(250)),
+)
+
+# Flattened detail-table rows (any depth), replaced whenever the claim is transformed again.
+rows = sa.Table(
+    "dk_rows", metadata,
+    sa.Column("scheme_id", sa.String(64), primary_key=True),
+    sa.Column("instance_id", sa.String(64), primary_key=True),
+    sa.Column("table_path", sa.String(255), primary_key=True),
+    sa.Column("row_key", sa.String(255), primary_key=True),
+    sa.Column("parent_row_key", sa.String(255)),
+    sa.Column("row_index", sa.Integer),
+    sa.Column("cells", sa.Text, nullable=False),
+)
+
+bills = sa.Table(
+    "dk_bills", metadata,
+    sa.Column("scheme_id", sa.String(64), primary_key=True),
+    sa.Column("instance_id", sa.String(64), primary_key=True),
+    sa.Column("business_id", sa.String(64), nullable=False),
+    # The value of the scheme's match field (e.g. FTHIRDBILLNO) that finds the bill again in Kingdee.
+    sa.Column("match_value", sa.String(128), nullable=False),
+    sa.Column("amount_cents", sa.BigInteger, nullable=False),
+    sa.Column("payee", sa.String(255)),
+    sa.Column("model", sa.Text, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),  # states.BillState
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("claim_token", sa.String(64)),
+    sa.Column("kingdee_id", sa.String(64)),
+    sa.Column("bill_number", sa.String(128)),
+    sa.Column("doc_status", sa.String(8)),  # states.DocumentStatus
+    sa.Column("last_error", sa.Text),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("sent_at", sa.DateTime(timezone=True)),
+    sa.Column("loaded_at", sa.DateTime(timezone=True)),
+    sa.Column("last_run", sa.String(250)),
+    # Two claims can never both become bills under the same match value (business_id).
+    sa.UniqueConstraint("scheme_id", "match_value", name="uq_dk_bills_match"),
+)
+sa.Index("ix_dk_bills_state", bills.c.scheme_id, bills.c.state)
+
+rejects = sa.Table(
+    "dk_rejects", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("scheme_id", sa.String(64), nullable=False),
+    sa.Column("instance_id", sa.String(64), nullable=False),
+    sa.Column("business_id", sa.String(64)),
+    sa.Column("field", sa.String(255)),
+    sa.Column("reason_code", sa.String(64), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("run_id", sa.String(250)),
+)
+sa.Index("ix_dk_rejects_claim", rejects.c.scheme_id, rejects.c.instance_id)
+
+# The callBackStrategy ledger: which approval became which bill, and whether DingTalk was told.
+writeback = sa.Table(
+    "dk_writeback", metadata,
+    sa.Column("scheme_id", sa.String(64), primary_key=True),
+    sa.Column("instance_id", sa.String(64), primary_key=True),
+    sa.Column("business_id", sa.String(64), nullable=False),
+    sa.Column("kingdee_id", sa.String(64)),
+    sa.Column("bill_number", sa.String(128)),
+    sa.Column("payee", sa.String(255)),
+    sa.Column("amount_cents", sa.BigInteger, nullable=False),
+    sa.Column("loaded_at", sa.DateTime(timezone=True)),
+    sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("comment_state", sa.String(16), nullable=False),  # states.CommentState
+    sa.Column("comment_error", sa.Text),
+    sa.Column("commented_at", sa.DateTime(timezone=True)),
+)
