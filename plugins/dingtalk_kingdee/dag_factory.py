@@ -5,12 +5,14 @@ The tasks only wire hooks, staging and the run's parameters to ``pipeline``; no 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pendulum
-from airflow.sdk import DAG, Param, get_current_context, task
-from airflow.timetables.interval import CronDataIntervalTimetable
+from airflow.sdk import DAG, CronDataIntervalTimetable, Param, chain, get_current_context, task
+from sqlalchemy.engine import Engine
 
 from dingtalk_kingdee import pipeline, staging
 from dingtalk_kingdee.notifications import DingTalkRobotNotifier
@@ -18,6 +20,8 @@ from dingtalk_kingdee.scheme import Scheme, load_schemes
 from dingtalk_kingdee.settings import get_settings
 
 TIMEZONE = "Asia/Shanghai"
+# The tasks after ``plan`` whose counts the report lists.
+STEP_TASKS = ("extract", "transform", "load", "write_back")
 
 DOC_TEMPLATE = """\
 ### {title}
@@ -30,8 +34,9 @@ details of those not yet final (and of every stored claim still running, however
 fully approved claim (COMPLETED / agree) into one
 Kingdee `{form_id}` bill through BatchSave on connection `{kingdee_conn_id}`.
 
-**Tasks** `extract` → `transform` → `load` → `write_back` → `report`; data sits in the staging tables
-(`dk_instances`, `dk_rows`, `dk_bills`, `dk_rejects`, `dk_writeback`), XCom carries counts only.
+**Tasks** `plan` → `extract` → `transform` → `load` → `write_back` → `report`. `plan` fixes the run's
+window and options once; every step works to that plan. Data sits in the staging tables (`dk_instances`,
+`dk_rows`, `dk_bills`, `dk_rejects`, `dk_writeback`); XCom carries the plan and counts only.
 
 **Safe to replay.** Clear any task, or the whole run, or backfill a period: a claim becomes a bill at
 most once. A bill is marked `sending` before its BatchSave call; a bill whose answer was lost is looked
@@ -39,7 +44,9 @@ up in Kingdee by `{match_field}` before anything is sent again.
 
 **Trigger form**
 - `dry_run`: extract and transform only; the report says what would be written; nothing reaches Kingdee.
-- `window_start` / `window_end`: list claims started in this window instead of the look-back window.
+- `window_start` / `window_end`: list claims started in this window instead of the look-back window
+  (which ends at the data interval end; for a run triggered without a logical date, at the time the run
+  was due).
 - `instance_ids`: sync exactly these approval instances.
 - `replay_rejected`: transform rejected and refused claims again (after fixing a value map), then load.
 
@@ -48,8 +55,11 @@ Rejected claims and their reasons are in the `report` task log and table `dk_rej
 """
 
 
-def _parse_time(value, default: datetime) -> datetime:
+def _parse_time(value: object, default: datetime | None, what: str) -> datetime:
     if value in (None, ""):
+        if default is None:
+            raise ValueError(f"no {what}: the run has no data interval and no run_after, and the "
+                             f"trigger form gave none")
         return default
     parsed = pendulum.parse(str(value), tz=TIMEZONE)
     if not isinstance(parsed, datetime):
@@ -57,17 +67,22 @@ def _parse_time(value, default: datetime) -> datetime:
     return parsed
 
 
-def run_from_context(scheme: Scheme) -> pipeline.Run:
-    """What this run was asked to do, from its parameters and data interval."""
-    ctx = get_current_context()
-    params = ctx["params"]
-    interval_end = ctx.get("data_interval_end") or pendulum.now(TIMEZONE)
-    end = _parse_time(params.get("window_end"), interval_end)
-    start = _parse_time(params.get("window_start"), end - timedelta(days=scheme.source.lookback_days))
+def plan_run(scheme: Scheme, run_id: str, params: Mapping[str, Any], data_interval_end: datetime | None,
+             run_after: datetime | None) -> pipeline.Run:
+    """What this run was asked to do, from its trigger-form parameters and its dates. Computed once,
+    by the ``plan`` task; every step works to the same plan.
+
+    The window ends at ``window_end``, else at the run's data interval end, else (a run triggered
+    without a logical date has no data interval) at the run's ``run_after``: the time it was due,
+    stored on the run, so a cleared plan task computes the same window again. Never the clock.
+    """
+    end = _parse_time(params.get("window_end"), data_interval_end or run_after, "window_end")
+    start = _parse_time(params.get("window_start"), end - timedelta(days=scheme.source.lookback_days),
+                        "window_start")
     if start >= end:
         raise ValueError(f"window_start {start} is not before window_end {end}")
     return pipeline.Run(
-        run_id=ctx["dag_run"].run_id,
+        run_id=run_id,
         window_start=start,
         window_end=end,
         dry_run=bool(params.get("dry_run")),
@@ -76,7 +91,7 @@ def run_from_context(scheme: Scheme) -> pipeline.Run:
     )
 
 
-def _engine():
+def _engine() -> Engine:
     return staging.connect(get_settings().staging_database_url)
 
 
@@ -126,30 +141,38 @@ def build_dag(scheme: Scheme) -> DAG:
         render_template_as_native_obj=True,
     ) as dag:
 
+        @task(task_id="plan")
+        def plan() -> dict:
+            ctx = get_current_context()
+            dag_run = ctx["dag_run"]
+            run = plan_run(scheme, dag_run.run_id, ctx["params"], ctx.get("data_interval_end"),
+                           getattr(dag_run, "run_after", None))
+            return run.to_xcom()
+
         @task(task_id="extract")
-        def extract() -> dict:
-            run = run_from_context(scheme)
-            return pipeline.extract(scheme, DingTalkHook(scheme.source.dingtalk_conn_id), _engine(), run)
+        def extract(plan: dict) -> dict:
+            return pipeline.extract(scheme, DingTalkHook(scheme.source.dingtalk_conn_id), _engine(),
+                                    pipeline.Run.from_xcom(plan))
 
         @task(task_id="transform")
-        def transform() -> dict:
-            return pipeline.transform(scheme, _engine(), run_from_context(scheme))
+        def transform(plan: dict) -> dict:
+            return pipeline.transform(scheme, _engine(), pipeline.Run.from_xcom(plan))
 
         @task(task_id="load")
-        def load() -> dict:
+        def load(plan: dict) -> dict:
             return pipeline.load(scheme, KingdeeHook(scheme.target.kingdee_conn_id), _engine(),
-                                 run_from_context(scheme))
+                                 pipeline.Run.from_xcom(plan))
 
         @task(task_id="write_back", trigger_rule="all_done")
-        def write_back() -> dict:
+        def write_back(plan: dict) -> dict:
             return pipeline.write_back(scheme, DingTalkHook(scheme.source.dingtalk_conn_id), _engine(),
-                                       run_from_context(scheme))
+                                       pipeline.Run.from_xcom(plan))
 
         @task(task_id="report", trigger_rule="all_done")
-        def report() -> dict:
+        def report(plan: dict) -> dict:
             ctx = get_current_context()
-            run = run_from_context(scheme)
-            steps = {tid: ctx["ti"].xcom_pull(task_ids=tid) for tid in ("extract", "transform", "load", "write_back")}
+            run = pipeline.Run.from_xcom(plan)
+            steps = {tid: ctx["ti"].xcom_pull(task_ids=tid) for tid in STEP_TASKS}
             summary = pipeline.report(scheme, _engine(), run, steps)
             alert = DingTalkRobotNotifier.for_rejects(scheme.id, run.run_id, summary)
             if alert and not run.dry_run:
@@ -160,7 +183,9 @@ def build_dag(scheme: Scheme) -> DAG:
             summary.pop("text", None)
             return summary
 
-        extract() >> transform() >> load() >> write_back() >> report()
+        # The plan goes to every step as an argument (XCom); the steps run one after the other.
+        the_plan = plan()
+        chain(extract(the_plan), transform(the_plan), load(the_plan), write_back(the_plan), report(the_plan))
     return dag
 
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import pendulum
 import pytest
 from airflow.dag_processing.dagbag import DagBag
-from airflow.timetables.interval import CronDataIntervalTimetable
+from airflow.sdk import CronDataIntervalTimetable
+from airflow.serialization.encoders import coerce_to_core_timetable
 
 DAGS_DIR = Path(__file__).resolve().parents[2] / "dags"
 
@@ -38,18 +39,29 @@ def test_operational_attributes(dagbag):
             assert task.owner and task.owner != "airflow", (dag_id, task.task_id)
             assert task.retries > 0, (dag_id, task.task_id)
             assert task.retry_exponential_backoff, (dag_id, task.task_id)
-        assert [t.task_id for t in dag.topological_sort()] == ["extract", "transform", "load", "write_back", "report"]
+        assert [t.task_id for t in dag.topological_sort()] == [
+            "plan", "extract", "transform", "load", "write_back", "report"]
+
+
+def test_every_step_works_to_the_plan_task(dagbag):
+    for dag_id, dag in dagbag.dags.items():
+        for task in dag.tasks:
+            if task.task_id != "plan":
+                assert "plan" in task.upstream_task_ids, (dag_id, task.task_id)
 
 
 def test_hourly_data_intervals_are_one_hour_wide_in_china_time(dagbag):
     for dag in dagbag.dags.values():
         assert isinstance(dag.timetable, CronDataIntervalTimetable)
+        # The scheduler's side of the timetable, which computes the intervals: the SDK has no public
+        # API for it, only this converter the DAG serializer uses.
+        timetable = coerce_to_core_timetable(dag.timetable)
         run_after = pendulum.datetime(2026, 3, 5, 10, 30, tz="Asia/Shanghai")
-        manual = dag.timetable.infer_manual_data_interval(run_after=run_after)
+        manual = timetable.infer_manual_data_interval(run_after=run_after)
         assert manual.end - manual.start == timedelta(hours=1)
         assert manual.end.in_timezone("Asia/Shanghai").minute == 0
         # With catch-up allowed, scheduled intervals follow each other without gap or overlap.
-        nxt = dag.timetable.next_dagrun_info(last_automated_data_interval=manual, restriction=_catching_up())
+        nxt = timetable.next_dagrun_info(last_automated_data_interval=manual, restriction=_catching_up())
         assert nxt.data_interval.start == manual.end
         assert nxt.data_interval.end - nxt.data_interval.start == timedelta(hours=1)
 

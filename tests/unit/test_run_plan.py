@@ -1,0 +1,71 @@
+"""The run's plan: computed once from the trigger form and the run's dates, carried through XCom."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pendulum
+import pytest
+
+from dingtalk_kingdee.dag_factory import plan_run
+from dingtalk_kingdee.hooks.dingtalk import DingTalkHook
+from dingtalk_kingdee.hooks.kingdee import KingdeeHook
+from dingtalk_kingdee.pipeline import DingTalkClient, KingdeeClient, Run
+from dingtalk_kingdee.scheme import load_scheme
+
+SCHEME = load_scheme(Path(__file__).resolve().parents[2] / "include" / "schemes" / "expense_to_paybill.yaml")
+INTERVAL_END = pendulum.datetime(2026, 3, 5, 11, tz="Asia/Shanghai")
+NO_PARAMS = {"dry_run": False, "window_start": None, "window_end": None, "instance_ids": [],
+             "replay_rejected": False}
+
+
+def test_the_window_ends_at_the_data_interval_end_and_looks_back_the_schemes_days():
+    run = plan_run(SCHEME, "scheduled__x", NO_PARAMS, INTERVAL_END, run_after=INTERVAL_END + timedelta(minutes=3))
+    assert run.window_end == INTERVAL_END
+    assert run.window_end - run.window_start == timedelta(days=SCHEME.source.lookback_days)
+    assert (run.dry_run, run.instance_ids, run.replay_rejected) == (False, None, False)
+
+
+def test_a_run_without_a_data_interval_ends_its_window_when_it_was_due():
+    run_after = pendulum.datetime(2026, 3, 5, 10, 17, tz="UTC")
+    first = plan_run(SCHEME, "manual__x", NO_PARAMS, None, run_after)
+    again = plan_run(SCHEME, "manual__x", NO_PARAMS, None, run_after)
+    assert first.window_end == run_after
+    assert again == first  # a cleared plan task plans the same window: no clock involved
+
+
+def test_a_run_with_no_date_at_all_and_no_window_end_is_refused():
+    with pytest.raises(ValueError, match="no window_end"):
+        plan_run(SCHEME, "manual__x", NO_PARAMS, None, None)
+    run = plan_run(SCHEME, "manual__x", {**NO_PARAMS, "window_end": "2026-03-01T00:00:00"}, None, None)
+    assert run.window_end == pendulum.datetime(2026, 3, 1, tz="Asia/Shanghai")
+
+
+def test_trigger_form_values_win_and_are_read_in_china_time():
+    params = {"dry_run": True, "window_start": "2026-03-01 08:00", "window_end": "2026-03-02T00:00:00+00:00",
+              "instance_ids": [" a ", "", "b"], "replay_rejected": True}
+    run = plan_run(SCHEME, "manual__y", params, INTERVAL_END, None)
+    assert run.window_start == datetime(2026, 3, 1, 0, 0, tzinfo=UTC)
+    assert run.window_end == datetime(2026, 3, 2, 0, 0, tzinfo=UTC)
+    assert (run.dry_run, run.instance_ids, run.replay_rejected) == (True, ("a", "b"), True)
+
+
+def test_an_empty_or_backwards_window_is_refused():
+    with pytest.raises(ValueError, match="not before"):
+        plan_run(SCHEME, "manual__z", {**NO_PARAMS, "window_start": "2026-03-06T00:00:00"}, INTERVAL_END, None)
+
+
+@pytest.mark.parametrize("run", [
+    Run(run_id="r", window_start=datetime(2026, 3, 1, tzinfo=UTC), window_end=INTERVAL_END, dry_run=True,
+        instance_ids=("PROC-1", "PROC-2"), replay_rejected=True),
+    Run(run_id="bare"),
+])
+def test_the_plan_survives_xcom_as_plain_json(run):
+    assert Run.from_xcom(json.loads(json.dumps(run.to_xcom()))) == run
+
+
+def test_the_hooks_offer_what_the_pipeline_calls():
+    assert issubclass(DingTalkHook, DingTalkClient)
+    assert issubclass(KingdeeHook, KingdeeClient)
