@@ -131,7 +131,8 @@ def build_dag(scheme: Scheme) -> DAG:
                                   description="List claims started from this time (default: interval end "
                                               "minus the scheme's look-back)."),
             "window_end": Param(None, type=["null", "string"], format="date-time", title="Window end",
-                                description="List claims started before this time (default: interval end)."),
+                                description="List claims started before this time (default: interval end, or "
+                                            "when the run was due if it has no interval)."),
             "instance_ids": Param([], type="array", items={"type": "string"}, title="Instance ids",
                                   description="Sync exactly these DingTalk approval instances."),
             "replay_rejected": Param(False, type="boolean", title="Replay rejected",
@@ -145,8 +146,7 @@ def build_dag(scheme: Scheme) -> DAG:
         def plan() -> dict:
             ctx = get_current_context()
             dag_run = ctx["dag_run"]
-            run = plan_run(scheme, dag_run.run_id, ctx["params"], ctx.get("data_interval_end"),
-                           getattr(dag_run, "run_after", None))
+            run = plan_run(scheme, dag_run.run_id, ctx["params"], ctx.get("data_interval_end"), dag_run.run_after)
             return run.to_xcom()
 
         @task(task_id="extract")
