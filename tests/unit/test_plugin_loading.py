@@ -1,7 +1,7 @@
 """Airflow's plugin manager imports no product module as a top-level module.
 
 Airflow executes every ``.py`` file under the plugins folder as a module named after the file's stem
-(``hooks/dingtalk.py`` as ``dingtalk``, ``pipeline.py`` as ``pipeline``, ``__init__.py`` as
+(``hooks/dingtalk.py`` as ``dingtalk``, ``dag_factory.py`` as ``dag_factory``, ``__init__.py`` as
 ``__init__``), in the scheduler, the dag-processor, the API server and the workers.
 ``plugins/.airflowignore`` keeps the plugin manager out of the ``dingtalk_kingdee`` package, which is
 imported as a package (installed, or from the plugins folder that Airflow puts on ``sys.path``).
@@ -88,4 +88,4 @@ def test_the_check_sees_a_plugins_folder_without_the_ignore_file(tmp_path):
     copy = tmp_path / "plugins"
     shutil.copytree(PLUGINS, copy, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", ".airflowignore"))
     result = load_plugins(copy, tmp_path, "glob")
-    assert {"__init__", "pipeline", "dingtalk", "kingdee"} <= set(result["strays"]), result["strays"]
+    assert {"__init__", "dag_factory", "dingtalk", "kingdee"} <= set(result["strays"]), result["strays"]
