@@ -78,8 +78,12 @@ def clean_venv(wheel, tmp_path_factory) -> tuple[Path, Path]:
     python = root / "bin" / "python"
     site = Path(subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                                capture_output=True, text=True, check=True).stdout.strip())
+    # Without PYTHONPATH, and ignoring what is installed: from a checkout that has had `make venv`, the
+    # editable install's plugins/dingtalk_kingdee.egg-info on PYTHONPATH would make pip skip the wheel.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     proc = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet",
-                           "--no-deps", "--no-index", str(wheel)], capture_output=True, text=True, timeout=300)
+                           "--no-deps", "--no-index", "--ignore-installed", str(wheel)],
+                          capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     shared = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
     (site / "shared_dependencies.pth").write_text("".join(f"{path}\n" for path in sorted(shared)))
