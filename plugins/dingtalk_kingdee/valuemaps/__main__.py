@@ -1,0 +1,5 @@
+import sys
+
+from dingtalk_kingdee.valuemaps.cli import main
+
+sys.exit(main())
