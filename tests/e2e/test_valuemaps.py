@@ -127,3 +127,26 @@ def test_the_cli_writes_the_proposal_and_applies(world_factory, tmp_path):
     assert "employees (employee_number): 0 proposed, 20 applied, 4 conflicts, 0 stale" in done.stdout
     assert "two_candidates: 016401583811 张伟" in done.stdout
     assert load_scheme(scheme_file).value_map("employees") == load_scheme(SCHEME_FILE).value_map("employees")
+
+
+def test_the_value_map_dag_writes_the_proposal_and_applies_with_its_param(world_factory, tmp_path):
+    home = Path(os.environ.get("AIRFLOW_HOME", "~/airflow")).expanduser()
+    if not (home / ".migrated").exists():
+        pytest.skip("Airflow's metadata database is not migrated here: run the suite with `make test`")
+    from dingtalk_kingdee.valuemaps.dag import build_valuemaps_dag
+
+    world = world_factory(count=5)
+    scheme_file = emptied_scheme(tmp_path)
+    dag = build_valuemaps_dag(load_scheme(scheme_file))
+    assert dag.dag_id == "dingtalk_kingdee_valuemaps_expense_to_paybill" and dag.schedule is None
+    calls = world.dingtalk.calls["user_list"]
+    dag_run = dag.test(run_conf={"apply": False})
+    assert str(dag_run.state) == "success"
+    [ti] = dag_run.get_task_instances()
+    counts = ti.xcom_pull(task_ids="suggest")
+    assert counts["maps"]["employees"]["proposed"] == 20 and counts["maps"]["employees"]["two_candidates"] == 1
+    assert load_scheme(scheme_file).value_map("employees") == {}
+    assert world.dingtalk.calls["user_list"] > calls  # the contacts were read from DingTalk
+    dag_run = dag.test(run_conf={"apply": True}, logical_date=world.now)
+    assert str(dag_run.state) == "success"
+    assert load_scheme(scheme_file).value_map("departments") == load_scheme(SCHEME_FILE).value_map("departments")
