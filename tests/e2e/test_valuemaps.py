@@ -18,19 +18,28 @@ from dingtalk_kingdee.scheme import load_scheme
 from dingtalk_kingdee.valuemaps.proposal import read_proposal
 from dingtalk_kingdee.valuemaps.run import suggest_for_scheme
 from tests.e2e.conftest import ROOT, SCHEME_FILE
-from tests.e2e.expected import bill_total, compare_bill
+from tests.e2e.expected import _text, bill_total, compare_bill
 
 pytestmark = pytest.mark.e2e
-REBUILT = ("employees", "employee_names", "departments")
+REBUILT = ("employees", "employee_names", "departments", "expense_items")
 
 
 def emptied_scheme(tmp_path: Path) -> Path:
-    """A copy of the shipped schemes folder whose employee, name and department maps are empty."""
+    """A copy of the shipped schemes folder whose employee, name, department and expense-item maps are
+    empty."""
     folder = tmp_path / "schemes"
     shutil.copytree(SCHEME_FILE.parent, folder)
     for name in REBUILT:
         (folder / "expense_to_paybill" / f"{name}.csv").write_text("key,value\n", encoding="utf-8")
     return folder / SCHEME_FILE.name
+
+
+def category_of(instance: dict) -> str | None:
+    return _text(instance, "报销类别")
+
+
+def type_of(instance: dict) -> str | None:
+    return _text(instance, "行政报销类型") or _text(instance, "项目报销类型")
 
 
 def proposal(scheme_file: Path, name: str) -> dict[str, dict[str, str]]:
@@ -73,11 +82,21 @@ def test_suggest_then_apply_rebuilds_the_maps_and_the_demo_pays_the_same_bills(w
     assert proposal(scheme_file, "departments")["1006"]["status"] == "no_candidate"
     assert proposal(scheme_file, "employee_names")["016401583811"]["status"] == "two_candidates"
 
+    items = proposal(scheme_file, "expense_items")
+    if "行政报销/团建费" in items:  # an option Kingdee has no expense item for
+        assert items["行政报销/团建费"]["status"] == "no_candidate"
+    assert {k: r["value"] for k, r in items.items() if r["status"] == "proposed"}.items() <= \
+        load_scheme(SCHEME_FILE).value_map("expense_items").items()
+
     suggest_for_scheme(load_scheme(scheme_file), apply=True)
     rebuilt = load_scheme(scheme_file)
     shipped = load_scheme(SCHEME_FILE)
-    for name in REBUILT:
+    for name in REBUILT[:3]:
         assert rebuilt.value_map(name) == shipped.value_map(name), name
+    # Expense items: exactly the shipped lines of the options the stored claims carry.
+    carried = {f"{category_of(c.instance)}/{type_of(c.instance)}" for c in world.seed}
+    assert rebuilt.value_map("expense_items") == {
+        key: number for key, number in shipped.value_map("expense_items").items() if key in carried}
     assert proposal(scheme_file, "employees")["manager4500"]["status"] == "applied"
 
     # The next run, replaying the rejected claims, pays exactly what the shipped maps pay.
@@ -94,7 +113,7 @@ def test_suggest_then_apply_rebuilds_the_maps_and_the_demo_pays_the_same_bills(w
     again = suggest_for_scheme(rebuilt, apply=True)  # nothing left that is sure: nothing added
     assert again.counts()["maps"]["employees"]["applied"] == 0
     for name in REBUILT:
-        assert load_scheme(scheme_file).value_map(name) == shipped.value_map(name)
+        assert load_scheme(scheme_file).value_map(name) == rebuilt.value_map(name)
 
 
 def test_a_line_a_person_wrote_is_kept_and_stale_lines_are_reported(world_factory, tmp_path):

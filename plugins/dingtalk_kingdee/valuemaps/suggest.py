@@ -61,11 +61,11 @@ def map_file_of(scheme: Scheme, name: str) -> Path | None:
 
 
 def suggest(scheme: Scheme, contacts: sources.ContactsReader | None, kingdee: sources.BaseDataReader,
-            *, options: Iterable[str] = (), apply: bool = False) -> SuggestResult:
+            *, options: Mapping[str, Iterable[str]] | None = None, apply: bool = False) -> SuggestResult:
     """Suggest lines for every map of ``scheme`` with a ``suggest`` kind; see the module docstring.
 
-    ``contacts`` is needed only when an employee or department map is suggested; ``options`` are the
-    expense-item keys seen on claims (``expense_item_number`` maps).
+    ``contacts`` is needed only when an employee or department map is suggested; ``options`` gives,
+    per ``expense_item_number`` map, the keys seen on claims.
     """
     kinds = {name: MapKind(spec.suggest) for name, spec in scheme.value_maps.items() if spec.suggest}
     result = SuggestResult(scheme.id, skipped=sorted(set(scheme.value_maps) - set(kinds)))
@@ -99,7 +99,8 @@ def suggest(scheme: Scheme, contacts: sources.ContactsReader | None, kingdee: so
                                                          employee_lines, employee_rows)
         elif kind is MapKind.EXPENSE_ITEM_NUMBER:
             rows[name] = matching.suggest_expense_items(
-                options, scheme.value_map(name), sources.read_records(kingdee, sources.EXPENSE_ITEM_FORM))
+                (options or {}).get(name, ()), scheme.value_map(name),
+                sources.read_records(kingdee, sources.EXPENSE_ITEM_FORM))
 
     for name, kind in kinds.items():
         suggestion = MapSuggestion(name, kind, rows[name])
