@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from dk_emulators.dingtalk.api import int_param
 from dk_emulators.dingtalk.wire import (
     ERR_INVALID_PARAM,
     ERR_MISSING_PARAM,
@@ -72,17 +73,12 @@ class Directory:
 
 
 def _int(body: dict, name: str, default: int | None = None) -> int:
-    value = body.get(name)
-    if value in (None, ""):
+    """An integer parameter; absent: ``default``, or the missing-parameter error when there is none."""
+    if body.get(name) in (None, ""):
         if default is None:
             raise ApiError(ERR_MISSING_PARAM, f"缺少参数 {name}")
         return default
-    if isinstance(value, bool):
-        raise ApiError(ERR_INVALID_PARAM, f"不合法的参数 {name}")
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise ApiError(ERR_INVALID_PARAM, f"不合法的参数 {name}") from None
+    return int_param(body, name)
 
 
 def department_listsub(emu: DingTalkEmulator, api: str, body: dict, request: Request) -> Response:
