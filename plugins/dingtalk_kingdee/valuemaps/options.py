@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterable
 
 from dingtalk_kingdee.scheme import FieldMapping, Scheme, SourcePath, TemplatePart, parse_template
-from dingtalk_kingdee.transform_values import clean_text
+from dingtalk_kingdee.transform.values import clean_text
 
 _CLAIM_NAMESPACES = {"form", "instance"}
 _WHITESPACE = re.compile(r"\s+")
