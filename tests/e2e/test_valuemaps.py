@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from dingtalk_kingdee import staging
 from dingtalk_kingdee.scheme import load_scheme
 from dingtalk_kingdee.valuemaps.proposal import read_proposal
 from dingtalk_kingdee.valuemaps.run import suggest_for_scheme
@@ -53,7 +52,7 @@ def test_suggest_then_apply_rebuilds_the_maps_and_the_demo_pays_the_same_bills(w
     empty = load_scheme(scheme_file)
     world.run(scheme=empty)
     assert world.bills() == []  # without the maps every approved claim is rejected
-    rejected = staging.summary(world.engine, empty.id)["rejected_by_reason"]
+    rejected = world.staged.summary().rejected_by_reason
     assert rejected.get("unmapped_employee")
 
     result = suggest_for_scheme(empty)  # a proposal only: the maps are untouched
