@@ -232,6 +232,9 @@ class ValueMapSpec(_Strict):
     file: str | None = None                      # CSV beside the scheme: <scheme_id>/<file>
     values: dict[str, str] | None = None         # or inline
     reject_code: str = "unmapped_value"
+    # What ``python -m dingtalk_kingdee.valuemaps suggest`` pairs the keys with (docs/schemes.md);
+    # the values of dingtalk_kingdee.valuemaps.model.MapKind.
+    suggest: Literal["employee_number", "employee_name", "department_number", "expense_item_number"] | None = None
 
     @model_validator(mode="after")
     def _one_kind(self) -> ValueMapSpec:

@@ -472,6 +472,44 @@ def test_base_data_forms_are_queryable(client: Client) -> None:
     assert rows == [["EMP1002", "王芳"]]
 
 
+def test_base_data_carries_staff_numbers_departments_and_statuses(client: Client) -> None:
+    rows = client.call(FORM + "ExecuteBillQuery", {"data": {
+        "FormId": "BD_Empinfo",
+        "FieldKeys": "FNumber,FName,FStaffNumber,FPostDept.FNumber,FPostDept.FName,FDocumentStatus,FForbidStatus",
+        "FilterString": "FName='张伟'", "OrderString": "FNumber"}})
+    assert rows == [["EMP1001", "张伟", "1001", "BM001", "行政部", "C", "A"],
+                    ["EMP1021", "张伟", "1021", "BM003", "研发中心", "C", "A"]]
+    usable = client.call(FORM + "ExecuteBillQuery", {"data": {
+        "FormId": "BD_Empinfo", "FieldKeys": "FNumber",
+        "FilterString": "FDocumentStatus='C' AND FForbidStatus='A'"}})
+    forbidden = client.call(FORM + "ExecuteBillQuery", {"data": {
+        "FormId": "BD_Empinfo", "FieldKeys": "FNumber,FName", "FilterString": "FForbidStatus='B'"}})
+    assert ["EMP1022"] not in usable and len(usable) == 21
+    assert forbidden == [["EMP1022", "陈晨"]]
+    items = client.call(FORM + "ExecuteBillQuery", {"data": {
+        "FormId": "BD_Expense", "FieldKeys": "FNumber,FName", "FilterString": "FName='差旅费'"}})
+    assert items == [["FYXM01", "差旅费"]]
+
+
+def test_a_bill_cannot_reference_a_forbidden_or_unaudited_record() -> None:
+    document = copy.deepcopy(json.loads(kingdee_basedata.DEFAULT_OUT.read_text(encoding="utf-8")))
+    employees = document["forms"]["BD_Empinfo"]
+    next(r for r in employees if r["number"] == "EMP1002")["document_status"] = "A"
+    emulator = KingdeeEmulator(basedata=document)
+    client = Client(emulator.start())
+    try:
+        client.login()
+        for number in ("EMP1022", "EMP1002"):
+            answer = client.call(FORM + "Save", {"formid": "AP_PAYBILL", "data": {
+                "IsVerifyBaseDataField": True, "Model": paybill(number)}})
+            messages = [e["Message"] for e in answer["Result"]["ResponseStatus"]["Errors"]]
+            assert any(f"“{number}”在系统中不存在或未审核" in m for m in messages), messages
+        saved = client.call(FORM + "Save", {"formid": "AP_PAYBILL", "data": {"Model": paybill("EMP1003")}})
+        assert saved["Result"]["ResponseStatus"]["IsSuccess"] is True
+    finally:
+        emulator.stop()
+
+
 # ----------------------------------------------------------------------------------------- faults
 
 def test_gateway_and_server_faults(client: Client, kingdee_emulator: KingdeeEmulator) -> None:
@@ -591,7 +629,9 @@ def test_generated_basedata_is_current_and_complete() -> None:
     on_disk = json.loads(kingdee_basedata.DEFAULT_OUT.read_text(encoding="utf-8"))
     assert built == on_disk
     employees = {r["number"] for r in built["forms"]["BD_Empinfo"]}
-    assert employees == {e["kingdee_number"] for e in universe["employees"]}
+    directory_only = universe["directory_only"]["employees"]
+    assert employees == {e["kingdee_number"] for e in [*universe["employees"], *directory_only]
+                         if e.get("kingdee_number")}
     names = {r["name"] for r in built["forms"]["BD_Empinfo"]}
     assert not names & {e["name"] for e in universe["unmapped_employees"]}
     expense = {r["number"] for r in built["forms"]["BD_Expense"]}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 import pendulum
 import pytest
@@ -14,9 +15,27 @@ from airflow.serialization.encoders import coerce_to_core_timetable
 DAGS_DIR = Path(__file__).resolve().parents[2] / "dags"
 
 
+VALUEMAPS_PREFIX = "dingtalk_kingdee_valuemaps_"
+
+
 @pytest.fixture(scope="module")
-def dagbag() -> DagBag:
+def full_dagbag() -> DagBag:
     return DagBag(dag_folder=str(DAGS_DIR))
+
+
+@pytest.fixture(scope="module")
+def dagbag(full_dagbag: DagBag) -> SimpleNamespace:
+    """The sync DAGs (the value-map DAGs are checked apart, below)."""
+    dags = {i: d for i, d in full_dagbag.dags.items() if not i.startswith(VALUEMAPS_PREFIX)}
+    return SimpleNamespace(dags=dags, dag_ids=list(dags), import_errors=full_dagbag.import_errors)
+
+
+def test_one_manual_value_map_dag_per_scheme(full_dagbag):
+    dag = full_dagbag.dags[f"{VALUEMAPS_PREFIX}expense_to_paybill"]
+    assert dag.schedule is None and not dag.catchup and dag.max_active_runs == 1
+    assert dag.params["apply"] is False
+    assert [t.task_id for t in dag.tasks] == ["suggest"] and dag.tasks[0].owner == "finance-it"
+    assert dag.doc_md and "apply" in dag.doc_md and "metered" in dag.doc_md
 
 
 def test_no_import_errors(dagbag):

@@ -211,4 +211,5 @@ def test_installed_wheel_imports_and_builds_the_dags_without_the_emulators(clean
     assert {"dingtalk", "kingdee"} <= set(result["connection_types"])
     assert result["hook_modules_in_wheel"]
     schemes = sorted(p.stem for p in (ROOT / "include" / "schemes").glob("*.yaml"))
-    assert schemes and result["dag_ids"] == [f"dingtalk_kingdee_{scheme}" for scheme in schemes]
+    assert schemes and result["dag_ids"] == sorted(
+        [f"dingtalk_kingdee_{scheme}" for scheme in schemes] + [f"dingtalk_kingdee_valuemaps_{s}" for s in schemes])

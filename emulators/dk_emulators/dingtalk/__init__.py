@@ -3,13 +3,15 @@ generator of realistic expense claims.
 
 One module per concern: ``wire`` (API names, codes, fault names, error answers, China time),
 ``store`` (instances, comments), ``auth`` (access tokens, the QPS limit), ``api`` (gettoken,
-listids, get, comment_add), ``robot`` (the group robot webhook), ``admin`` (``/_emulator/...``),
+listids, get, comment_add), ``contacts`` (the department tree and users: department/listsub,
+user/list), ``robot`` (the group robot webhook), ``admin`` (``/_emulator/...``),
 ``emulator`` (``DingTalkEmulator``, which assembles them and injects faults), ``cli``
 (``python -m dk_emulators.dingtalk``), ``seed`` and ``seed_form`` (generated claims with their
 truth). See docs/emulators-dingtalk.md.
 """
 
 from dk_emulators.dingtalk.cli import build_parser, main
+from dk_emulators.dingtalk.contacts import Directory
 from dk_emulators.dingtalk.emulator import DingTalkEmulator
 from dk_emulators.dingtalk.robot import DEMO_ROBOT_TOKEN, ROBOT_MESSAGE_TYPES
 from dk_emulators.dingtalk.seed import (
@@ -22,10 +24,12 @@ from dk_emulators.dingtalk.seed import (
 )
 from dk_emulators.dingtalk.wire import (
     API_COMMENT,
+    API_DEPARTMENTS,
     API_GET,
     API_GETTOKEN,
     API_LISTIDS,
     API_PATHS,
+    API_USERS,
     CHINA_TZ,
     DEFAULT_PAGE_SIZE,
     DEFAULT_PROCESS_CODE,
@@ -61,10 +65,12 @@ from dk_emulators.dingtalk.wire import (
 
 __all__ = [
     "API_COMMENT",
+    "API_DEPARTMENTS",
     "API_GET",
     "API_GETTOKEN",
     "API_LISTIDS",
     "API_PATHS",
+    "API_USERS",
     "CHINA_TZ",
     "DEFAULT_PAGE_SIZE",
     "DEFAULT_PROCESS_CODE",
@@ -95,6 +101,7 @@ __all__ = [
     "WRAP_STYLES",
     "ApiError",
     "DingTalkEmulator",
+    "Directory",
     "SeedClaim",
     "SeedConfig",
     "SeedTruth",

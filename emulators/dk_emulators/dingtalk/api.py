@@ -69,11 +69,11 @@ def listids(emu: DingTalkEmulator, api: str, body: dict, request: Request) -> Re
         raise ApiError(ERR_MISSING_PARAM, "缺少参数 process_code")
     if body.get("start_time") in (None, ""):
         raise ApiError(ERR_MISSING_PARAM, "缺少参数 start_time")
-    start_ms = _int_param(body, "start_time")
+    start_ms = int_param(body, "start_time")
     now_ms = int(emu.clock().timestamp() * 1000)
-    end_ms = _int_param(body, "end_time") if body.get("end_time") not in (None, "") else now_ms
-    size = _int_param(body, "size") if body.get("size") not in (None, "") else DEFAULT_PAGE_SIZE
-    cursor = _int_param(body, "cursor") if body.get("cursor") not in (None, "") else 0
+    end_ms = int_param(body, "end_time") if body.get("end_time") not in (None, "") else now_ms
+    size = int_param(body, "size") if body.get("size") not in (None, "") else DEFAULT_PAGE_SIZE
+    cursor = int_param(body, "cursor") if body.get("cursor") not in (None, "") else 0
     if size > MAX_PAGE_SIZE or size < 1:
         raise ApiError(ERR_INVALID_PARAM, f"size参数不合法，取值范围为1~{MAX_PAGE_SIZE}")
     if cursor < 0:
@@ -102,7 +102,7 @@ def listids(emu: DingTalkEmulator, api: str, body: dict, request: Request) -> Re
     return ok(result=result)
 
 
-def _int_param(body: dict, name: str) -> int:
+def int_param(body: dict, name: str) -> int:
     value = body.get(name)
     if isinstance(value, bool):
         raise ApiError(ERR_INVALID_PARAM, f"不合法的参数 {name}")

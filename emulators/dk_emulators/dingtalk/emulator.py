@@ -18,7 +18,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -26,17 +26,20 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from dk_emulators._server import ServerThread
-from dk_emulators.dingtalk import api
+from dk_emulators.dingtalk import api, contacts
 from dk_emulators.dingtalk.admin import add_admin_routes
 from dk_emulators.dingtalk.auth import QpsLimiter, TokenIssuer
 from dk_emulators.dingtalk.robot import RobotWebhook
+from dk_emulators.dingtalk.seed import load_universe
 from dk_emulators.dingtalk.store import InstanceStore
 from dk_emulators.dingtalk.wire import (
     API_COMMENT,
+    API_DEPARTMENTS,
     API_GET,
     API_GETTOKEN,
     API_LISTIDS,
     API_PATHS,
+    API_USERS,
     BAD_GATEWAY_HTML,
     CHINA_TZ,
     DEFAULT_PROCESS_CODE,
@@ -66,7 +69,8 @@ class DingTalkEmulator:
     (``None``/0 = unlimited). ``qps_penalty_s``: how long an app stays throttled on that API.
     ``clock``: returns the current aware datetime (the 365-day rule and default end_time use it).
     ``qps``, ``latency_ms``, ``token_ttl``, ``wrap_errors``, ``qps_penalty_s`` and ``hang_seconds``
-    may be changed on a running emulator.
+    may be changed on a running emulator. ``organisation``: the universe document whose contacts
+    (departments, users) the contacts calls serve; None = the demo universe, read on first use.
     """
 
     def __init__(
@@ -85,6 +89,7 @@ class DingTalkEmulator:
         hang_seconds: float = 60.0,
         fault_seed: int = 0,
         clock: Callable[[], datetime] | None = None,
+        organisation: Mapping[str, Any] | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
@@ -117,6 +122,8 @@ class DingTalkEmulator:
         self._port = port
         self._server: ServerThread | None = None
 
+        self._organisation = organisation
+        self._directory: contacts.Directory | None = None
         self.add_instances(instances)
         self.fastapi = self._build_app()
         self.app = DropGuard(self.fastapi)
@@ -190,12 +197,24 @@ class DingTalkEmulator:
         """
         return self.store.set_outcome(instance_id, status, result, finish_time, self.clock)
 
+    @property
+    def directory(self) -> contacts.Directory:
+        """The contacts served by department/listsub and user/list: built from ``organisation`` (a
+        universe document) or, when none was given, from the demo universe on first use."""
+        with self._lock:
+            if self._directory is None:
+                if self._organisation is None:
+                    self._organisation = load_universe()
+                self._directory = contacts.Directory.from_universe(self._organisation)
+            return self._directory
+
     # ------------------------------------------------------------------ faults and tokens
     def inject(self, fault: str, api: str | None = None, times: int | None = 1,
                rate: float | None = None, **params: Any) -> Fault:
         """Make upcoming calls fail.
 
-        ``api``: one of gettoken / listids / get / comment_add, or None for all four.
+        ``api``: one of gettoken / listids / get / comment_add / department_listsub / user_list, or
+        None for all.
         Without ``rate`` the fault fires on the next ``times`` matching calls (``times=None``:
         every call until ``clear_faults``). With ``rate`` each matching call fails with that
         probability (seeded, so a run is reproducible) until ``clear_faults``; ``times`` is ignored.
@@ -352,6 +371,14 @@ class DingTalkEmulator:
         @app.post("/topapi/process/instance/comment/add")
         async def comment_add(request: Request) -> Response:
             return await self._run(API_COMMENT, request, api.comment_add)
+
+        @app.post("/topapi/v2/department/listsub")
+        async def department_listsub(request: Request) -> Response:
+            return await self._run(API_DEPARTMENTS, request, contacts.department_listsub)
+
+        @app.post("/topapi/v2/user/list")
+        async def user_list(request: Request) -> Response:
+            return await self._run(API_USERS, request, contacts.user_list)
 
         @app.post("/robot/send")
         async def robot_send(request: Request) -> Response:

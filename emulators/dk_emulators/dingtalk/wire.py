@@ -19,11 +19,15 @@ API_GETTOKEN = "gettoken"
 API_LISTIDS = "listids"
 API_GET = "get"
 API_COMMENT = "comment_add"
+API_DEPARTMENTS = "department_listsub"
+API_USERS = "user_list"
 API_PATHS = {
     API_GETTOKEN: "/gettoken",
     API_LISTIDS: "/topapi/processinstance/listids",
     API_GET: "/topapi/processinstance/get",
     API_COMMENT: "/topapi/process/instance/comment/add",
+    API_DEPARTMENTS: "/topapi/v2/department/listsub",
+    API_USERS: "/topapi/v2/user/list",
 }
 
 # Listing limits documented by DingTalk.

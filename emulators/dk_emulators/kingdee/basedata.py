@@ -4,7 +4,12 @@ File format (every list optional)::
 
     {"about": "...",
      "forms": {"<base-data form id>": [{"id": 100001, "number": "BM001", "name": "行政部",
-                                        "enabled": true, ...extra attributes}, ...], ...}}
+                                        "enabled": true, "document_status": "C",
+                                        ...extra attributes}, ...], ...}}
+
+``enabled`` is FForbidStatus (true = A, not forbidden; false = B, forbidden); ``document_status`` is
+FDocumentStatus (C = audited; Z/A/B/D are not yet usable). Only enabled, audited records can be
+referenced by a bill.
 
 Form ids are K/3Cloud's: ORG_Organizations, BD_Currency, BOS_BillType (extra ``bill_form``: the
 business form the type belongs to), BD_SETTLETYPE, CN_RECPAYPURPOSE, BD_Expense, BD_Department,
@@ -48,7 +53,19 @@ FORM_ID_BASE: dict[str, int] = {
 
 def _records(form_id: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     base = FORM_ID_BASE[form_id]
-    return [{"id": base + i, "enabled": True, **row} for i, row in enumerate(rows)]
+    return [{"id": base + i, "enabled": True, "document_status": "C", **row} for i, row in enumerate(rows)]
+
+
+def _employee(person: dict[str, Any], dept_numbers: dict[str, str]) -> dict[str, Any]:
+    """The BD_Empinfo record of a person of the universe: ``staff_number`` is FStaffNumber (the job
+    number DingTalk may also hold); ``kingdee_dept_id`` when Kingdee files the person elsewhere."""
+    record: dict[str, Any] = {
+        "number": person["kingdee_number"], "name": person["name"], "staff_number": person.get("staff_number"),
+        "department": dept_numbers.get(person.get("kingdee_dept_id", person["dept_id"])),
+        "bank_account": person.get("bank_account"), "bank_name": person.get("bank_name")}
+    if person.get("kingdee_forbidden"):
+        record["enabled"] = False
+    return record
 
 
 def build_basedata(universe: dict[str, Any]) -> dict[str, Any]:
@@ -78,12 +95,9 @@ def build_basedata(universe: dict[str, Any]) -> dict[str, Any]:
         purposes.append({"number": kingdee["purpose"], "name": kingdee["purpose"]})
     departments = [{"number": d["kingdee_number"], "name": d["name"], "org": kingdee["org_number"]}
                    for d in universe["departments"]]
-    employees = [
-        {"number": e["kingdee_number"], "name": e["name"],
-         "department": dept_numbers.get(e["dept_id"]), "bank_account": e.get("bank_account"),
-         "bank_name": e.get("bank_name")}
-        for e in universe["employees"] if e.get("kingdee_number")
-    ]
+    # Employees who file demo claims first (their ids never move), then the directory-only people.
+    people = [*universe["employees"], *universe.get("directory_only", {}).get("employees", [])]
+    employees = [_employee(e, dept_numbers) for e in people if e.get("kingdee_number")]
     return {
         "about": ("Kingdee K/3Cloud base data of the demo account set, generated from "
                   "include/demo/universe.json by dk_emulators.kingdee.basedata; "

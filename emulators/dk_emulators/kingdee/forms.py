@@ -49,6 +49,12 @@ class BaseData:
         return None
 
 
+def usable(record: dict[str, Any]) -> bool:
+    """Whether a bill may reference the record: not forbidden (FForbidStatus A) and audited
+    (FDocumentStatus C)."""
+    return bool(record.get("enabled", True)) and record.get("document_status", "C") == "C"
+
+
 def reference_key(value: Any) -> tuple[str | None, int | None]:
     """(number, id) a base-data field value points at: ``{"FNumber": ..}`` (any case) or ``{"FID": n}``."""
     if not isinstance(value, dict):
@@ -243,7 +249,7 @@ def check_field(basedata: BaseData, form_id: str, spec: FieldSpec, values: dict[
             # a bill type belongs to one business form
             if record is not None and record.get("bill_form") not in (None, form_id):
                 record = None
-        if record is not None and record.get("enabled", True):
+        if record is not None and usable(record):
             return []
         if options.verify_base_data:
             shown = number if number is not None else (record_id if record_id is not None else dumps(raw))

@@ -75,6 +75,17 @@ def bill_query(store: BillStore, basedata: BaseData, form_id: str | None, data: 
     return execute_bill_query(store, basedata, form_id, data, as_dicts=True)
 
 
+# Base-data fields named differently from the record attribute they read: (form, FIELD) -> attribute.
+# A reference to another base-data record (an employee's post department) is stored as its number.
+_BASEDATA_ALIASES: dict[tuple[str, str], str] = {
+    ("BD_Empinfo", "FSTAFFNUMBER"): "staff_number",
+    ("BD_Empinfo", "FPOSTDEPT.FNUMBER"): "department",
+}
+_BASEDATA_REFERENCE_NAMES: dict[tuple[str, str], tuple[str, str]] = {
+    ("BD_Empinfo", "FPOSTDEPT.FNAME"): ("department", "BD_Department"),
+}
+
+
 def _basedata_rows(basedata: BaseData, form_id: str) -> list[Row]:
     def resolver(record: dict[str, Any]) -> Row:
         def resolve_key(key: str) -> Any:
@@ -86,9 +97,15 @@ def _basedata_rows(basedata: BaseData, form_id: str) -> list[Row]:
             if upper == "FNAME":
                 return record.get("name")
             if upper == "FDOCUMENTSTATUS":
-                return "C"
+                return record.get("document_status", "C")
             if upper == "FFORBIDSTATUS":
                 return "A" if record.get("enabled", True) else "B"
+            if (form_id, upper) in _BASEDATA_ALIASES:
+                return record.get(_BASEDATA_ALIASES[form_id, upper])
+            if (form_id, upper) in _BASEDATA_REFERENCE_NAMES:
+                attribute, target_form = _BASEDATA_REFERENCE_NAMES[form_id, upper]
+                target = basedata.find(target_form, number=record.get(attribute)) if record.get(attribute) else None
+                return target.get("name") if target else None
             attribute = key[1:].lower() if key[:1].upper() == "F" else key.lower()
             if attribute in record:
                 return record[attribute]

@@ -58,12 +58,18 @@ API_GETTOKEN = "gettoken"
 API_LISTIDS = "processinstance/listids"
 API_GET = "processinstance/get"
 API_COMMENT = "process/instance/comment/add"
+API_DEPARTMENTS = "v2/department/listsub"
+API_USERS = "v2/user/list"
 PATHS = {
     API_GETTOKEN: "/gettoken",
     API_LISTIDS: "/topapi/processinstance/listids",
     API_GET: "/topapi/processinstance/get",
     API_COMMENT: "/topapi/process/instance/comment/add",
+    API_DEPARTMENTS: "/topapi/v2/department/listsub",
+    API_USERS: "/topapi/v2/user/list",
 }
+# Contacts (reference "Contacts"): user/list pages hold at most 100 users.
+USER_PAGE_SIZE = 100
 PROGRESS_EVERY = 200
 
 
@@ -377,6 +383,47 @@ class DingTalkHook(BaseHook):
             pool.shutdown(wait=True, cancel_futures=True)
             for session in opened:
                 session.close()
+
+    # ---- contacts (for value maps; metered calls like every other) -----------------------------
+
+    def list_departments(self, root_dept_id: int = 1) -> list[dict[str, Any]]:
+        """Every department below ``root_dept_id``, walked breadth-first with one
+        ``department/listsub`` call per department: ``{"dept_id", "name", "parent_id"}`` each."""
+        found: list[dict[str, Any]] = []
+        seen = {int(root_dept_id)}
+        pending = deque([int(root_dept_id)])
+        while pending:
+            parent = pending.popleft()
+            body = self._call(API_DEPARTMENTS, "POST", {"dept_id": parent})
+            for dept in body.get("result") or []:
+                dept_id = int(dept["dept_id"])
+                if dept_id in seen:  # a cycle would walk forever
+                    continue
+                seen.add(dept_id)
+                found.append({"dept_id": dept_id, "name": dept.get("name", ""),
+                              "parent_id": int(dept.get("parent_id", parent))})
+                pending.append(dept_id)
+        self.log.info("Read %d DingTalk departments under %d (%d listsub calls)", len(found), root_dept_id,
+                      len(seen))
+        return found
+
+    def list_department_users(self, dept_id: int) -> list[dict[str, Any]]:
+        """The direct members of a department, every page of ``user/list`` (100 per page)."""
+        users: list[dict[str, Any]] = []
+        cursor: Any = 0
+        seen_cursors = {json.dumps(cursor)}
+        while True:
+            body = self._call(API_USERS, "POST", {"dept_id": int(dept_id), "cursor": cursor, "size": USER_PAGE_SIZE})
+            result = body.get("result") or {}
+            users.extend(result.get("list") or [])
+            next_cursor = result.get("next_cursor")
+            if not result.get("has_more") or next_cursor is None:
+                return users
+            if json.dumps(next_cursor) in seen_cursors:
+                self.log.warning("DingTalk repeated cursor %r listing department %s; stopping", next_cursor, dept_id)
+                return users
+            seen_cursors.add(json.dumps(next_cursor))
+            cursor = next_cursor
 
     def add_comment(self, instance_id: str, user_id: str, text: str) -> None:
         """Add a comment to an instance (internal apps only). Not repeated after an ambiguous

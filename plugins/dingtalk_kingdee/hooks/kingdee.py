@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -81,6 +81,8 @@ LOGIN_SERVICES = frozenset({"ValidateUser", "LoginByAppSecret"})
 LOGIN_ACCEPTED = frozenset({1, -5})  # -5: "needs form handling", accepted as success by integrators
 SESSION_COOKIE = "kdservice-sessionid"
 MAX_BACKOFF = 30.0
+# Base data a bill may reference: audited (C) and not forbidden (A).
+USABLE_BASE_DATA = {"FDocumentStatus": "C", "FForbidStatus": "A"}
 
 
 class _GiveUp:
@@ -356,6 +358,14 @@ class KingdeeHook(BaseHook):
         self.log.info("Kingdee ExecuteBillQuery %s: %d rows in %d pages in %.2fs", form_id, len(rows), pages,
                       time.monotonic() - started)
         return rows
+
+    def query_base_data(self, form_id: str, field_keys: Sequence[str], *,
+                        usable_only: bool = True) -> list[dict]:
+        """Rows of a base-data form (BD_Empinfo, BD_Department, BD_Expense, ...) through
+        ExecuteBillQuery, ordered by number; ``usable_only``: only enabled, audited records
+        (``FDocumentStatus='C' AND FForbidStatus='A'``), the ones a bill may reference."""
+        return self.bill_query(form_id, list(field_keys), dict(USABLE_BASE_DATA) if usable_only else None,
+                               order_by="FNumber")
 
     def test_connection(self) -> tuple[bool, str]:
         try:

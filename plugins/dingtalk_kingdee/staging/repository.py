@@ -197,6 +197,16 @@ class SchemeStaging:
             return [ClaimToTransform(r.instance_id, json.loads(r.payload), r.payload_version)
                     for r in conn.execute(query)]
 
+    def stored_answers(self) -> Iterator[dict]:
+        """The latest DingTalk answer of every stored claim, in id order (value-map suggestions read
+        the options the claims carry)."""
+        query = (sa.select(instances.c.payload)
+                 .where(instances.c.scheme_id == self.scheme_id, instances.c.payload.is_not(None))
+                 .order_by(instances.c.instance_id))
+        with self.engine.connect() as conn:
+            for row in conn.execute(query):
+                yield json.loads(row.payload)
+
     def billed_business_ids(self, business_ids: Iterable[str], exclude: Iterable[str] = ()) -> dict[str, str]:
         """business_id → instance_id of this scheme's bills for these business_ids, other than the claims
         in ``exclude`` (the transform's duplicate check needs no more than the chunk's own business_ids)."""
