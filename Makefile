@@ -15,7 +15,7 @@ export AIRFLOW__LOGGING__LOGGING_LEVEL ?= INFO
 export DK_VAR_DIR ?= $(CURDIR)/var
 export PYTHONPATH := $(CURDIR)/plugins:$(CURDIR)/emulators:$(CURDIR)
 
-.PHONY: venv airflow-db test lint demo airflow emulators bench wheel lock clean
+.PHONY: venv airflow-db test test-topology topology lint demo airflow emulators bench wheel lock clean
 
 # A project-local venv; reinstalls only when a requirements file or pyproject.toml changed.
 $(STAMP): requirements.lock requirements.txt requirements-dev.txt pyproject.toml emulators/pyproject.toml
@@ -41,6 +41,15 @@ lint: $(STAMP)
 
 test: $(STAMP) airflow-db lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The production topology (docker-compose.yaml's services, as local processes: CeleryExecutor with two
+# workers, PostgreSQL on 127.0.0.1:5432, Redis on 127.0.0.1:6379) driven through the REST API.
+test-topology: $(STAMP)
+	DK_TOPOLOGY=1 $(BIN)/python -m pytest tests/topology $(PYTEST_ARGS)
+
+# The same topology to look at: prints the UI address and its admin password (Ctrl-C stops all).
+topology: $(STAMP)
+	$(BIN)/python scripts/topology.py
 
 demo: $(STAMP) airflow-db
 	$(BIN)/python scripts/demo.py

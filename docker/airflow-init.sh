@@ -1,33 +1,22 @@
 #!/usr/bin/env bash
-# airflow-init (docker-compose): migrate Airflow's metadata DB, give the simple auth manager its admin
-# password, and create the staging tables, so the other services start on a ready system.
+# airflow-init (docker-compose; scripts/topology.py runs it too): migrate Airflow's metadata DB (the
+# FAB auth manager's tables included), create the first admin user, and create the staging tables,
+# so the other services start on a ready system. Safe to run again: each step is idempotent.
 set -euo pipefail
 
 : "${_AIRFLOW_WWW_USER_USERNAME:=admin}"
-: "${_AIRFLOW_WWW_USER_PASSWORD:=admin}"
-: "${AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE:?must point at the shared passwords file}"
+: "${_AIRFLOW_WWW_USER_PASSWORD:?set the password of the first admin user (docs/operating.md)}"
 
 echo "airflow-init: Airflow $(airflow version)"
-mkdir -p "$(dirname "${AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE}")" /opt/airflow/logs
+mkdir -p "${AIRFLOW__LOGGING__BASE_LOG_FOLDER:-${AIRFLOW_HOME:-/opt/airflow}/logs}"
 
 airflow db migrate
 
-# The simple auth manager reads {"user": "password"}; users and roles come from
-# AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS (admin:admin = user "admin" with role admin).
-python - <<'PY'
-import json, os
-path = os.environ["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"]
-user, password = os.environ["_AIRFLOW_WWW_USER_USERNAME"], os.environ["_AIRFLOW_WWW_USER_PASSWORD"]
-try:
-    with open(path) as f:
-        passwords = json.load(f)
-except (FileNotFoundError, ValueError):
-    passwords = {}
-passwords[user] = password
-with open(path, "w") as f:
-    json.dump(passwords, f)
-print(f"airflow-init: password of UI user {user!r} written to {path}")
-PY
+# The FAB auth manager keeps users and roles in the metadata DB; an existing user is left as it is
+# (change a password in the UI or with `airflow users reset-password`).
+airflow users create --role Admin --username "${_AIRFLOW_WWW_USER_USERNAME}" \
+  --password "${_AIRFLOW_WWW_USER_PASSWORD}" --firstname Airflow --lastname Admin \
+  --email "${_AIRFLOW_WWW_USER_EMAIL:-admin@example.com}"
 
 # Fail here, not in the first task, when the staging database is unreachable; creates the dk_* tables.
 python - <<'PY'

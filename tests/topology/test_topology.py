@@ -1,0 +1,115 @@
+"""The production topology, run: api-server, scheduler, dag-processor, triggerer and two Celery
+workers as separate processes (scripts/topology.py), Airflow's metadata and staging on PostgreSQL, the
+broker on Redis, configured from docker/airflow.env like docker-compose.yaml, both emulators on loopback.
+
+Driven only through Airflow's REST API, as an operator would: switch the DAG on, trigger a run, start
+a backfill, clear a task of a finished run. Kingdee must then hold exactly one bill per payable claim.
+
+Takes a few minutes and needs PostgreSQL and Redis: run it with `make test-topology` (which sets
+DK_TOPOLOGY=1; `.ci/run` does). PostgreSQL and Redis addresses: DK_TOPOLOGY_POSTGRES_URL and
+DK_TOPOLOGY_REDIS_URL (default 127.0.0.1:5432, user postgres, and 127.0.0.1:6379).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from scripts.topology import Topology, TopologyConfig
+
+pytestmark = pytest.mark.skipif(os.environ.get("DK_TOPOLOGY") != "1",
+                                reason="the distributed topology runs with `make test-topology`")
+
+RUN_TIMEOUT_S = 600
+REDIS_DB = 13  # the topology test's own Redis database; `scripts/topology.py` defaults to 5
+
+
+@pytest.fixture(scope="module")
+def topology(tmp_path_factory):
+    name = f"t{uuid.uuid4().hex[:8]}"
+    config = TopologyConfig(
+        name=name, state_dir=tmp_path_factory.mktemp("topology"), redis_db=REDIS_DB,
+        postgres_url=os.environ.get("DK_TOPOLOGY_POSTGRES_URL", TopologyConfig.postgres_url),
+        redis_url=os.environ.get("DK_TOPOLOGY_REDIS_URL", TopologyConfig.redis_url))
+    topology = Topology(config)
+    try:
+        with topology:
+            yield topology
+    except BaseException:
+        for process in ("init", *topology.processes, "scheduler", "worker-1", "worker-2"):
+            print(f"----- {process} -----\n{topology.log_tail(process)}")
+        raise
+    finally:
+        topology.drop_databases()
+
+
+def payable(topology) -> set[str]:
+    """Business ids the seed says must become bills (claims approved now, not later)."""
+    return {c.instance["business_id"] for c in topology.seed if c.truth.payable and c.truth.late_approval_at is None}
+
+
+def wait_all_finished(api, dag_id: str, expected_runs: int) -> list[dict]:
+    import time
+
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    while time.monotonic() < deadline:
+        runs = api.dag_runs(dag_id)
+        if len(runs) >= expected_runs and all(r["state"] in ("success", "failed") for r in runs):
+            return runs
+        time.sleep(3)
+    return api.dag_runs(dag_id)
+
+
+def test_the_distributed_topology_bills_each_payable_claim_once(topology):
+    api = topology.api()
+    dag_id = topology.dag_id
+    assert api.call("GET", f"/dags/{dag_id}")["is_paused"] is True  # docker/airflow.env: paused at creation
+
+    api.call("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
+    manual = api.call("POST", f"/dags/{dag_id}/dagRuns",
+                      json={"dag_run_id": "manual_topology", "logical_date": datetime.now(UTC).isoformat()})
+    run = api.wait_dag_run(dag_id, manual["dag_run_id"], RUN_TIMEOUT_S)
+    assert run["state"] == "success", topology.log_tail("scheduler")
+    expected = payable(topology)
+    assert expected, "the seed should have payable claims"
+    assert {b["FTHIRDBILLNO"] for b in topology.kingdee.bills()} == expected
+
+    # A backfill over three hours of the schedule, while the scheduler keeps its own runs going.
+    hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    backfill = api.call("POST", "/backfills", json={
+        "dag_id": dag_id, "from_date": (hour - timedelta(hours=6)).isoformat(),
+        "to_date": (hour - timedelta(hours=4)).isoformat(), "reprocess_behavior": "none", "max_active_runs": 2})
+    backfill_runs = {r["dag_run_id"] for r in api.dag_runs(dag_id) if r["run_type"] == "backfill"}
+    assert len(backfill_runs) == 3, backfill
+    runs = wait_all_finished(api, dag_id, expected_runs=len(backfill_runs) + 1)
+    assert {r["dag_run_id"]: r["state"] for r in runs} == {r["dag_run_id"]: "success" for r in runs}
+
+    # Clear `load` of the finished manual run: it runs again on a worker and sends nothing twice.
+    saves = topology.kingdee.calls["BatchSave"]
+    cleared = api.call("POST", f"/dags/{dag_id}/clearTaskInstances", json={
+        "dry_run": False, "dag_run_id": manual["dag_run_id"], "task_ids": ["load"], "only_failed": False,
+        "reset_dag_runs": True})
+    assert [ti["task_id"] for ti in cleared["task_instances"]] == ["load"]
+    run = api.wait_dag_run(dag_id, manual["dag_run_id"], RUN_TIMEOUT_S, states=("success", "failed"))
+    assert run["state"] == "success"
+    load = api.call("GET", f"/dags/{dag_id}/dagRuns/{manual['dag_run_id']}/taskInstances/load")
+    assert load["try_number"] == 2 and load["state"] == "success"
+
+    runs = wait_all_finished(api, dag_id, expected_runs=len(backfill_runs) + 1)
+    assert all(r["state"] == "success" for r in runs), runs
+    counts = Counter(str(b["FTHIRDBILLNO"]) for b in topology.kingdee.bills())
+    assert set(counts) == expected
+    assert {k: n for k, n in counts.items() if n > 1} == {}, "a claim was paid twice"
+    assert topology.kingdee.calls["BatchSave"] == saves
+
+    # The tasks ran on the Celery workers, through the topology's own queue.
+    queues = {ti["queue"] for r in runs for ti in api.call(
+        "GET", f"/dags/{dag_id}/dagRuns/{r['dag_run_id']}/taskInstances")["task_instances"]}
+    assert queues == {f"dk_{topology.config.name}"}
+    executed = {name: topology.log_tail(name, 10**7).count("execute_workload") for name in topology.processes
+                if name.startswith("worker-")}
+    assert sum(executed.values()) >= 5 * len(runs), executed
