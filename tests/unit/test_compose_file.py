@@ -3,7 +3,8 @@
 They catch what breaks a compose deployment before anyone starts it: a service without an image or
 healthcheck, Airflow components that disagree on their database / broker / execution API, a file
 that the compose file or the Dockerfile names but the repository lacks, demo connections that do not
-point at the emulator services.
+point at the emulator services, a secret with a default, and a compose configuration that drifted
+from the one `make test-topology` runs (docker/airflow.env and scripts/topology.py).
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -18,6 +21,7 @@ import yaml
 
 from dingtalk_kingdee.provider import get_provider_info
 from dingtalk_kingdee.scheme import load_scheme
+from scripts.topology import ENV_FILE, LOCAL_KEYS, PLACEMENT_KEYS, read_env_file
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yaml"
@@ -31,25 +35,40 @@ AIRFLOW_COMMANDS = {
     "airflow-worker": "celery worker",
     "airflow-triggerer": "triggerer",
 }
-INTERPOLATION = re.compile(r"\$\{(\w+)(?::?-([^}]*))?\}")
+INTERPOLATION = re.compile(r"\$\{(\w+)(?::?([-?])([^}]*))?\}")
+SECRETS = ("POSTGRES_PASSWORD", "AIRFLOW_FERNET_KEY", "AIRFLOW_JWT_SECRET", "AIRFLOW_API_SECRET_KEY",
+           "_AIRFLOW_WWW_USER_PASSWORD")
+# What a production .env gives: every secret set (values irrelevant to these checks).
+PRODUCTION_ENV = {name: f"secret-{name.lower()}" for name in SECRETS}
+
+
+class MissingVariable(Exception):
+    """A ${VAR:?message} whose variable is unset or empty: compose refuses to start."""
 
 
 def interpolate(value: str, env: dict[str, str] | None = None) -> str:
-    """Compose's ${VAR:-default} with the given variables (empty when unset and no default)."""
-    env = env or {}
-    return INTERPOLATION.sub(lambda m: env.get(m.group(1)) or (m.group(2) or ""), value)
+    """Compose's ${VAR:-default} and ${VAR:?message} with the given variables (empty when unset and
+    no default; MissingVariable for a required one)."""
+    env = PRODUCTION_ENV if env is None else env
+
+    def substitute(match: re.Match) -> str:
+        name, operator, word = match.groups()
+        if env.get(name):
+            return env[name]
+        if operator == "?":
+            raise MissingVariable(f"{name}: {word}")
+        return word or ""
+
+    return INTERPOLATION.sub(substitute, value)
 
 
-def read_env_file(path: Path) -> dict[str, str]:
-    values = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        key, _, value = line.partition("=")
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        values[key.strip()] = value
-    return values
+def service_environment(service: dict, env: dict[str, str] | None = None) -> dict[str, str]:
+    """A service's environment as its container gets it: env_file lines, then `environment`."""
+    merged = {}
+    for path in service.get("env_file", []):
+        merged.update(read_env_file(ROOT / path))
+    merged.update({k: interpolate(str(v), env) for k, v in service.get("environment", {}).items()})
+    return merged
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +130,7 @@ def test_airflow_components_run_their_command_and_agree_on_configuration(service
     for name, command in AIRFLOW_COMMANDS.items():
         service = services[name]
         assert service["command"] == command
-        env = {k: interpolate(str(v)) for k, v in service["environment"].items()}
+        env = service_environment(service)
         assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
         assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("postgresql")
         assert "@postgres/airflow" in env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
@@ -237,7 +256,7 @@ def test_demo_connections_point_at_the_emulator_services(services):
     env = services["airflow-worker"]["environment"]
     for conn_id, (conn_type, host) in expected.items():
         key = f"AIRFLOW_CONN_{conn_id.upper()}"
-        assert interpolate(str(env[key])) == "", f"{key} must be empty without the demo env file"
+        assert interpolate(str(env[key]), PRODUCTION_ENV) == "", f"{key} must be empty without the demo env file"
         conn = json.loads(interpolate(str(env[key]), demo))
         assert conn["conn_type"] == conn_type and conn_type in conn_types
         assert conn["host"] == host
@@ -259,3 +278,77 @@ def test_init_script_is_valid_bash():
 
     result = subprocess.run(["bash", "-n", str(ROOT / "docker" / "airflow-init.sh")], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+# ---------------------------------------------------------------- production-ready, one configuration
+
+
+def test_compose_and_the_native_topology_share_one_configuration(services):
+    """docker/airflow.env is loaded by every Airflow service and by scripts/topology.py; the compose
+    file adds exactly the addresses and secrets the native runner sets for itself, nothing else."""
+    shared = read_env_file(ENV_FILE)
+    assert shared["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+    assert not set(shared) & (set(PLACEMENT_KEYS) | set(LOCAL_KEYS)), "a shared setting would be overridden"
+    for name in (*AIRFLOW_COMMANDS, "airflow-init"):
+        service = services[name]
+        assert service["env_file"] == [str(ENV_FILE.relative_to(ROOT))], name
+        own = set(service["environment"]) - {"DUMB_INIT_SETSID", "_AIRFLOW_WWW_USER_USERNAME",
+                                             "_AIRFLOW_WWW_USER_PASSWORD"}
+        assert own == set(PLACEMENT_KEYS), f"{name}: {sorted(own ^ set(PLACEMENT_KEYS))}"
+    # Local-only keys (filesystem, ports, queue) are the native runner's: compose must not carry them.
+    assert not set(services["airflow-scheduler"]["environment"]) & set(LOCAL_KEYS)
+
+
+def test_fab_auth_manager_and_celery_provider_are_pinned(services):
+    env = service_environment(services["airflow-apiserver"])
+    assert env["AIRFLOW__CORE__AUTH_MANAGER"] == "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager"
+    requirements = (ROOT / "requirements.txt").read_text(encoding="utf-8")
+    lock = (ROOT / "requirements.lock").read_text(encoding="utf-8")
+    for provider in ("apache-airflow-providers-fab", "apache-airflow-providers-celery"):
+        pin = re.search(rf"^{provider}==(\S+)$", requirements, flags=re.M)
+        assert pin, f"{provider} is not pinned in requirements.txt"
+        assert f"{provider}=={pin.group(1)}" in lock.splitlines()
+    assert not any("SIMPLE_AUTH_MANAGER" in key for key in env)
+
+
+@pytest.mark.parametrize("secret", SECRETS)
+def test_the_stack_refuses_to_start_without_each_secret(services, secret):
+    env = {k: v for k, v in PRODUCTION_ENV.items() if k != secret}
+    with pytest.raises(MissingVariable, match=secret):
+        for service in services.values():
+            service_environment(service, env)
+    # And no secret has a default anywhere in the file.
+    text = COMPOSE.read_text(encoding="utf-8")
+    assert not re.search(rf"\$\{{{secret}:?-", text)
+
+
+def test_the_demo_env_file_sets_every_secret_and_a_valid_fernet_key(services):
+    from cryptography.fernet import Fernet
+
+    demo = read_env_file(DEMO_ENV)
+    for service in services.values():
+        service_environment(service, demo)  # no MissingVariable
+    Fernet(demo["AIRFLOW_FERNET_KEY"].encode())
+
+
+def test_the_init_script_creates_the_fab_admin_and_requires_its_password():
+    script = (ROOT / "docker" / "airflow-init.sh").read_text(encoding="utf-8")
+    assert re.search(r"^airflow users create --role Admin", script, flags=re.M)
+    assert ": \"${_AIRFLOW_WWW_USER_PASSWORD:?" in script
+
+
+@pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose (Debian package) not installed")
+def test_docker_compose_validates_the_file_and_refuses_missing_secrets(tmp_path):
+    def config(env_file: Path) -> subprocess.CompletedProcess:
+        return subprocess.run(["docker-compose", "--env-file", str(env_file), "config", "-q"], cwd=ROOT,
+                              capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"})
+
+    demo = config(DEMO_ENV)
+    assert demo.returncode == 0, demo.stderr
+    production = tmp_path / "production.env"
+    production.write_text("".join(f"{k}={v}\n" for k, v in PRODUCTION_ENV.items()), encoding="utf-8")
+    assert config(production).returncode == 0
+    empty = tmp_path / "empty.env"
+    empty.write_text("", encoding="utf-8")
+    bare = config(empty)
+    assert bare.returncode != 0 and "POSTGRES_PASSWORD" in bare.stderr, bare.stderr
