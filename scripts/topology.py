@@ -253,23 +253,22 @@ class Topology:
                 AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT=str(free_port()))
         self.wait_ready(timeout)
 
-    def recreate_databases(self) -> None:
+    def _databases(self, *, create: bool) -> None:
         admin = sa.create_engine(sa.make_url(self.config.postgres_url).set(drivername="postgresql+psycopg"),
                                  isolation_level="AUTOCOMMIT")
         with admin.connect() as conn:
             for role in ("airflow", "staging"):
                 name = f"dk_{self.config.name}_{role}"
                 conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-                conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+                if create:
+                    conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
         admin.dispose()
 
+    def recreate_databases(self) -> None:
+        self._databases(create=True)
+
     def drop_databases(self) -> None:
-        admin = sa.create_engine(sa.make_url(self.config.postgres_url).set(drivername="postgresql+psycopg"),
-                                 isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            for role in ("airflow", "staging"):
-                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "dk_{self.config.name}_{role}" WITH (FORCE)')
-        admin.dispose()
+        self._databases(create=False)
 
     def flush_broker(self) -> None:
         import redis
