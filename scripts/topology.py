@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "plugins"))
 
 from dk_emulators.dingtalk import DingTalkEmulator  # noqa: E402
-from dk_emulators.dingtalk_seed import SeedClaim, SeedConfig, generate_claims  # noqa: E402
+from dk_emulators.dingtalk.seed import SeedClaim, SeedConfig, generate_claims  # noqa: E402
 from dk_emulators.kingdee import KingdeeEmulator  # noqa: E402
 
 from dingtalk_kingdee.scheme import load_scheme  # noqa: E402
