@@ -15,7 +15,7 @@ export AIRFLOW__LOGGING__LOGGING_LEVEL ?= INFO
 export DK_VAR_DIR ?= $(CURDIR)/var
 export PYTHONPATH := $(CURDIR)/plugins:$(CURDIR)/emulators:$(CURDIR)
 
-.PHONY: venv airflow-db test test-topology topology lint demo airflow emulators bench wheel lock clean
+.PHONY: venv airflow-db test test-topology topology test-ui lint demo airflow emulators bench wheel lock clean
 
 # A project-local venv; reinstalls only when a requirements file or pyproject.toml changed.
 $(STAMP): requirements.lock requirements.txt requirements-dev.txt pyproject.toml emulators/pyproject.toml
@@ -51,12 +51,19 @@ test-topology: $(STAMP)
 topology: $(STAMP)
 	$(BIN)/python scripts/topology.py
 
-demo: $(STAMP) airflow-db
+# The demo keeps everything, its own Airflow home included, under var/demo/ (emptied at each start).
+demo: $(STAMP)
 	$(BIN)/python scripts/demo.py
 
-# The Airflow UI on http://127.0.0.1:8080 with both emulators and demo connections (Ctrl-C stops all).
-airflow: $(STAMP) airflow-db
-	$(BIN)/python scripts/airflow_with_emulators.py
+# The Airflow UI on http://127.0.0.1:8080 with both emulators and demo connections (Ctrl-C stops all);
+# its own Airflow home and state under var/airflow/ (FRESH=1 starts a new world).
+airflow: $(STAMP)
+	$(BIN)/python scripts/airflow_with_emulators.py $(if $(FRESH),--fresh)
+
+# The UI in headless Chromium (Debian's chromium) over the same script on free ports; screenshots
+# in var/ui-artefacts/.
+test-ui: $(STAMP) lint
+	$(BIN)/python -m pytest -p no:cacheprovider tests/ui $(PYTEST_ARGS)
 
 emulators: $(STAMP)
 	$(BIN)/python scripts/airflow_with_emulators.py --emulators-only

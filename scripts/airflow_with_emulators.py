@@ -1,5 +1,9 @@
 """`make airflow`: the Airflow UI on http://127.0.0.1:8080 wired to both emulators (Ctrl-C stops all).
 
+Everything it keeps is under var/airflow/ (``--state-dir``), Airflow's own home included
+(var/airflow/airflow_home: metadata DB, logs): so it never sees the runs of ``make demo`` (var/demo/)
+or of the test suite, whose logical dates would block the hourly schedule.
+
 1. serves the DingTalk emulator (port 8801) with a few hundred generated expense claims of the last
    days, and the Kingdee emulator (port 8802, bills kept in var/airflow/kingdee.db), in this process;
 2. registers the connections the scheme names (``dingtalk_default``, ``kingdee_default``) in Airflow's
@@ -9,7 +13,8 @@
 4. approves the claims that were still running when their planned approval time comes (late approvals),
    so later runs have new bills to make.
 
-State survives a restart (claims, Kingdee bills, staging); ``--fresh`` starts from a new world.
+State survives a restart (claims, Kingdee bills, staging, Airflow's runs); ``--fresh`` starts from a
+new world (a new metadata DB too).
 ``--emulators-only`` serves the two emulators in the foreground and prints the connections to use.
 """
 
@@ -29,6 +34,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -49,15 +55,38 @@ from dingtalk_kingdee.scheme import Scheme, load_scheme  # noqa: E402
 SCHEME_FILE = ROOT / "include" / "schemes" / "expense_to_paybill.yaml"
 BASEDATA_FILE = ROOT / "include" / "demo" / "kingdee_basedata.json"
 STATE_DIR = ROOT / "var" / "airflow"
-SEED_FILE = STATE_DIR / "dingtalk-seed.json"
-LATE_FILE = STATE_DIR / "late-approvals.json"
-KINGDEE_DB = STATE_DIR / "kingdee.db"
-STAGING_DB = STATE_DIR / "staging.db"
 DINGTALK_APP = ("demo-app-key", "demo-app-secret")
 KINGDEE_USER = ("demo", "demo-password")
 KINGDEE_ACCT = "demo-acct"
 HEALTH_TIMEOUT_S = 300
 STOP_TIMEOUT_S = 30
+
+
+@dataclass(frozen=True)
+class StateFiles:
+    """Where one `make airflow` world lives: all under one directory, so --fresh is one rmtree."""
+
+    root: Path
+
+    @property
+    def airflow_home(self) -> Path:
+        return self.root / "airflow_home"
+
+    @property
+    def seed(self) -> Path:
+        return self.root / "dingtalk-seed.json"
+
+    @property
+    def late(self) -> Path:
+        return self.root / "late-approvals.json"
+
+    @property
+    def kingdee_db(self) -> Path:
+        return self.root / "kingdee.db"
+
+    @property
+    def staging_db(self) -> Path:
+        return self.root / "staging.db"
 
 
 class Stop(Exception):
@@ -71,9 +100,10 @@ def _raise_stop(signum: int, frame: object) -> None:
 # ------------------------------------------------------------------------------------------ setup
 
 
-def airflow_defaults() -> None:
-    """What the Makefile exports, so the script also works when started directly."""
-    os.environ.setdefault("AIRFLOW_HOME", str(ROOT / "airflow_home"))
+def airflow_defaults(state: StateFiles) -> None:
+    """What the Makefile exports, so the script also works when started directly; and this world's
+    own Airflow home, whatever AIRFLOW_HOME was inherited (the Makefile's is the test suite's)."""
+    os.environ["AIRFLOW_HOME"] = str(state.airflow_home)
     os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(ROOT / "dags"))
     os.environ.setdefault("AIRFLOW__CORE__PLUGINS_FOLDER", str(ROOT / "plugins"))
     os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
@@ -110,21 +140,22 @@ def require_free_ports(ports: dict[str, int]) -> None:
         )
 
 
-def load_or_generate_claims(scheme: Scheme, count: int, days: int, seed: int) -> tuple[list[dict], dict[str, str]]:
+def load_or_generate_claims(state: StateFiles, scheme: Scheme, count: int, days: int,
+                            seed: int) -> tuple[list[dict], dict[str, str]]:
     """The claims to serve and their planned late approvals (instance id → ISO time).
 
     Kept in var/airflow/ so a restart serves the same claims that staging and Kingdee already know.
     """
-    if SEED_FILE.exists() and LATE_FILE.exists():
-        return load_seed_file(SEED_FILE), json.loads(LATE_FILE.read_text(encoding="utf-8"))
+    if state.seed.exists() and state.late.exists():
+        return load_seed_file(state.seed), json.loads(state.late.read_text(encoding="utf-8"))
     now = datetime.now(UTC)
     claims = generate_claims(SeedConfig(count=count, start=now - timedelta(days=days),
                                         end=now - timedelta(minutes=5), seed=seed,
                                         process_code=scheme.source.process_code))
     late = {c.instance["process_instance_id"]: c.truth.late_approval_at.isoformat()
             for c in claims if c.truth.late_approval_at is not None}
-    write_seed_file(SEED_FILE, claims)
-    LATE_FILE.write_text(json.dumps(late, indent=1), encoding="utf-8")
+    write_seed_file(state.seed, claims)
+    state.late.write_text(json.dumps(late, indent=1), encoding="utf-8")
     return [c.instance for c in claims], late
 
 
@@ -157,10 +188,11 @@ class LateApprover(threading.Thread):
     and a later run turns them into bills (what happens in real life when an approver is slow).
     """
 
-    def __init__(self, dingtalk: DingTalkEmulator, late: dict[str, str], first_delay: float,
-                 interval: float = 30.0) -> None:
+    def __init__(self, dingtalk: DingTalkEmulator, state: StateFiles, late: dict[str, str],
+                 first_delay: float, interval: float = 30.0) -> None:
         super().__init__(name="late-approvals", daemon=True)
         self.dingtalk = dingtalk
+        self.state = state
         self.pending = {i: datetime.fromisoformat(t) for i, t in late.items()
                         if self.dingtalk.get_instance(i).get("status") == "RUNNING"}
         self.not_before = time.monotonic() + first_delay
@@ -179,15 +211,15 @@ class LateApprover(threading.Thread):
                 del self.pending[instance_id]
             if due:
                 self.approved += len(due)
-                save_claims(self.dingtalk)
+                save_claims(self.dingtalk, self.state)
                 print(f"[late-approvals] {len(due)} claims approved in DingTalk just now; the next run "
                       f"makes their bills ({len(self.pending)} still planned)", flush=True)
 
 
-def save_claims(dingtalk: DingTalkEmulator) -> None:
+def save_claims(dingtalk: DingTalkEmulator, state: StateFiles) -> None:
     """Keep approvals across restarts: rewrite the seed file from the emulator's current instances."""
-    ids = [c["process_instance_id"] for c in load_seed_file(SEED_FILE)]
-    write_seed_file(SEED_FILE, [dingtalk.get_instance(i) for i in ids])
+    ids = [c["process_instance_id"] for c in load_seed_file(state.seed)]
+    write_seed_file(state.seed, [dingtalk.get_instance(i) for i in ids])
 
 
 def wait_healthy(url: str, proc: subprocess.Popen, timeout: float) -> float:
@@ -231,7 +263,7 @@ def stop_standalone(proc: subprocess.Popen) -> None:
 
 
 def print_guide(dag_id: str, api_url: str, conns: dict[str, tuple[str, dict]], staging_url: str,
-                kingdee_url: str, took: float) -> None:
+                kingdee_url: str, state: StateFiles, took: float) -> None:
     print(f"""
 ================================================================================================
 Airflow is up ({took:.0f} s): {api_url}   (no login: simple auth manager, everyone is admin)
@@ -247,7 +279,7 @@ Try:
     Claims already final in staging are not fetched again; no claim is billed twice.
   * Clear one task (e.g. load) of a finished run and watch it run again: nothing is sent twice.
   * The report task's log lists rejected claims with reasons; all rejects are in table dk_rejects:
-      sqlite3 {STAGING_DB} "select business_id, reason_code, reason from dk_rejects"
+      sqlite3 {state.staging_db} "select business_id, reason_code, reason from dk_rejects"
     (staging: {staging_url})
   * Kingdee bills: curl -s {kingdee_url.rstrip('/').removesuffix('/k3cloud')}/_emulator/bills | head -c 600
   * Late approvals: running claims get approved as their planned time comes (see [late-approvals]).
@@ -262,7 +294,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--emulators-only", action="store_true",
                         help="serve the two emulators in the foreground, no Airflow")
     parser.add_argument("--fresh", action="store_true",
-                        help="forget var/airflow/ (claims, Kingdee bills, SQLite staging) and generate anew")
+                        help="forget the state directory (claims, Kingdee bills, SQLite staging, Airflow's "
+                             "metadata DB) and generate anew")
+    parser.add_argument("--state-dir", type=Path, default=STATE_DIR,
+                        help="where this world is kept, Airflow home included (default var/airflow)")
     parser.add_argument("--claims", type=int, default=300, help="claims to generate (default 300)")
     parser.add_argument("--days", type=int, default=5, help="claims are started over the last N days")
     parser.add_argument("--seed", type=int, default=20241128, help="random seed of the claim generator")
@@ -272,22 +307,26 @@ def main(argv: list[str] | None = None) -> None:
                         help="seconds before approvals that are already due are applied (default 120)")
     args = parser.parse_args(argv)
 
-    airflow_defaults()
+    state = StateFiles(args.state_dir.resolve())
+    airflow_defaults(state)
     api_port = int(os.environ.get("AIRFLOW__API__PORT", "8080"))
     ports = {"DingTalk emulator": args.dingtalk_port, "Kingdee emulator": args.kingdee_port}
     if not args.emulators_only:
         ports["Airflow api-server"] = api_port
+        ports["Airflow task-log server"] = int(os.environ.get("AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT", "8793"))
+        ports["Airflow triggerer-log server"] = int(os.environ.get("AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT",
+                                                                   "8794"))
     require_free_ports(ports)
 
     if args.fresh:
-        shutil.rmtree(STATE_DIR, ignore_errors=True)
-    STATE_DIR.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(state.root, ignore_errors=True)
+    state.root.mkdir(parents=True, exist_ok=True)
     scheme = load_scheme(SCHEME_FILE)
-    instances, late = load_or_generate_claims(scheme, args.claims, args.days, args.seed)
+    instances, late = load_or_generate_claims(state, scheme, args.claims, args.days, args.seed)
 
     dingtalk = DingTalkEmulator(*DINGTALK_APP, instances=instances, process_codes=[scheme.source.process_code],
                                 port=args.dingtalk_port)
-    kingdee = KingdeeEmulator(basedata=BASEDATA_FILE, db_path=str(KINGDEE_DB), acct_id=KINGDEE_ACCT,
+    kingdee = KingdeeEmulator(basedata=BASEDATA_FILE, db_path=str(state.kingdee_db), acct_id=KINGDEE_ACCT,
                               users=dict([KINGDEE_USER]), port=args.kingdee_port)
     # SIGINT too: a process started in the background of a script inherits SIGINT ignored.
     signal.signal(signal.SIGTERM, _raise_stop)
@@ -302,9 +341,9 @@ def main(argv: list[str] | None = None) -> None:
         statuses = Counter(i["status"] for i in instances)
         print(f"DingTalk emulator: {dingtalk_url} — {len(instances)} claims of {scheme.source.process_code} "
               f"({dict(statuses)}), {len(late)} planned late approvals; admin: {dingtalk_url}/_emulator/state")
-        print(f"Kingdee emulator:  {kingdee_url} — account set {KINGDEE_ACCT}, bills in {KINGDEE_DB}; "
+        print(f"Kingdee emulator:  {kingdee_url} — account set {KINGDEE_ACCT}, bills in {state.kingdee_db}; "
               f"admin: {kingdee_url.removesuffix('/k3cloud/')}/_emulator/bills")
-        approver = LateApprover(dingtalk, late, args.late_approval_delay)
+        approver = LateApprover(dingtalk, state, late, args.late_approval_delay)
         approver.start()
 
         if args.emulators_only:
@@ -315,11 +354,14 @@ def main(argv: list[str] | None = None) -> None:
             while True:
                 time.sleep(3600)
 
-        staging_url = os.environ.get("STAGING_DATABASE_URL", "").strip() or f"sqlite:///{STAGING_DB}"
+        staging_url = os.environ.get("STAGING_DATABASE_URL", "").strip() or f"sqlite:///{state.staging_db}"
         os.environ["STAGING_DATABASE_URL"] = staging_url
         os.environ["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS"] = "True"
         # The connection form's Test button (off by default); local and single-user, so safe here.
         os.environ.setdefault("AIRFLOW__CORE__TEST_CONNECTION", "Enabled")
+        # Task workers reach the api-server here; Airflow's default assumes port 8080.
+        os.environ.setdefault("AIRFLOW__CORE__EXECUTION_API_SERVER_URL", f"http://127.0.0.1:{api_port}/execution/")
+        print(f"Airflow home: {state.airflow_home} (metadata DB, logs; `make demo` and the tests use others)")
         print(f"Staging: {staging_url}")
         print("Registering connections in Airflow's metadata DB ...", flush=True)
         airflow_cli("db", "migrate")  # a no-op when current; needed when AIRFLOW_HOME is new
@@ -330,7 +372,7 @@ def main(argv: list[str] | None = None) -> None:
         standalone = subprocess.Popen(["airflow", "standalone"], cwd=ROOT, start_new_session=True)
         api_url = f"http://127.0.0.1:{api_port}"
         took = wait_healthy(f"{api_url}/api/v2/monitor/health", standalone, HEALTH_TIMEOUT_S)
-        print_guide(f"dingtalk_kingdee_{scheme.id}", api_url, conns, staging_url, kingdee_url, took)
+        print_guide(f"dingtalk_kingdee_{scheme.id}", api_url, conns, staging_url, kingdee_url, state, took)
         while standalone.poll() is None:
             time.sleep(1)
         print(f"airflow standalone exited (code {standalone.returncode})")
@@ -346,7 +388,7 @@ def main(argv: list[str] | None = None) -> None:
             approver.stopped.set()
         dingtalk.stop()
         kingdee.stop()
-        save_claims(dingtalk)
+        save_claims(dingtalk, state)
         print("Emulators stopped.", flush=True)
 
 

@@ -1,5 +1,11 @@
 """`make demo`: the whole sync, end to end, on the embedded default (both emulators + SQLite staging).
 
+Everything the demo writes stays under ``var/demo/`` (emptied at each start): its own Airflow home
+(metadata DB and task logs, ``var/demo/airflow_home``), SQLite staging and the Kingdee emulator's
+bills. So the demo's runs never reach the Airflow home of ``make airflow`` (whose scheduler would
+otherwise find a run already there for an hour it wants to schedule) and ``make airflow`` never
+touches the demo's.
+
 1. generates a few hundred expense claims over the last days (statuses mixed, edge cases included)
    and serves them from the DingTalk emulator; starts the Kingdee emulator with the demo base data;
 2. runs the DAG for the current hour with `airflow dags test` (a real Airflow run, in its own process);
@@ -10,6 +16,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -37,14 +44,30 @@ CLAIMS = 300
 SEED = 20241128
 
 
-def airflow_env(dingtalk: DingTalkEmulator, kingdee: KingdeeEmulator, staging_url: str) -> dict[str, str]:
+def airflow_env(demo_dir: Path, staging_url: str, connections: dict[str, dict]) -> dict[str, str]:
+    """The environment of the demo's Airflow commands: its own Airflow home whatever AIRFLOW_HOME is
+    inherited, the given staging, and the connections (id → connection JSON) as AIRFLOW_CONN_*."""
     env = dict(os.environ)
-    env["AIRFLOW_CONN_DINGTALK_DEFAULT"] = json.dumps(dingtalk.connection())
-    env["AIRFLOW_CONN_KINGDEE_DEFAULT"] = json.dumps(kingdee.connection())
+    env["AIRFLOW_HOME"] = str(demo_dir / "airflow_home")
+    for conn_id, body in connections.items():
+        env[f"AIRFLOW_CONN_{conn_id.upper()}"] = json.dumps(body)
     env["STAGING_DATABASE_URL"] = staging_url
     # A demo task that fails should say so now, not after minutes of retry back-off.
     env["DK_TASK_RETRIES"] = "0"
     return env
+
+
+def migrate_airflow_home(env: dict[str, str]) -> None:
+    """A new metadata DB in the demo's Airflow home (`airflow dags test` needs one)."""
+    home = Path(env["AIRFLOW_HOME"])
+    home.mkdir(parents=True, exist_ok=True)
+    log_path = home / "migrate.log"
+    with log_path.open("w") as log:
+        proc = subprocess.run([str(Path(sys.executable).with_name("airflow")), "db", "migrate"],
+                              env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, check=False)
+    if proc.returncode != 0:
+        print(log_path.read_text(errors="replace")[-4000:])
+        raise SystemExit(f"`airflow db migrate` failed for the demo's Airflow home {home} (exit {proc.returncode})")
 
 
 def run_dag(dag_id: str, logical_date: datetime, env: dict[str, str], log_path: Path) -> float:
@@ -62,38 +85,49 @@ def run_dag(dag_id: str, logical_date: datetime, env: dict[str, str], log_path: 
     return elapsed
 
 
-def main() -> None:
-    shutil.rmtree(DEMO_DIR, ignore_errors=True)
-    DEMO_DIR.mkdir(parents=True)
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--dir", type=Path, default=DEMO_DIR,
+                        help="where the demo keeps everything it writes; emptied first (default var/demo)")
+    parser.add_argument("--claims", type=int, default=CLAIMS, help=f"claims to generate (default {CLAIMS})")
+    args = parser.parse_args(argv)
+    demo_dir = args.dir.resolve()
+    shutil.rmtree(demo_dir, ignore_errors=True)
+    demo_dir.mkdir(parents=True)
     scheme = load_scheme(SCHEME_FILE)
     dag_id = f"dingtalk_kingdee_{scheme.id}"
     now = datetime.now(UTC)
     # Run 1 is the hourly run for the hour that just ended; claims were started over the five days
     # before it. (With a cron data-interval timetable a run's logical date is its interval's end.)
     interval_end = now.replace(minute=0, second=0, microsecond=0)
-    seed = generate_claims(SeedConfig(count=CLAIMS, start=interval_end - timedelta(days=5),
+    seed = generate_claims(SeedConfig(count=args.claims, start=interval_end - timedelta(days=5),
                                       end=interval_end - timedelta(minutes=5), seed=SEED,
                                       process_code=scheme.source.process_code))
     dingtalk = DingTalkEmulator(instances=[c.instance for c in seed])
     kingdee = KingdeeEmulator(basedata=ROOT / "include" / "demo" / "kingdee_basedata.json",
-                              db_path=str(DEMO_DIR / "kingdee.db"))
+                              db_path=str(demo_dir / "kingdee.db"))
     dingtalk_url = dingtalk.start()
     kingdee.start()
-    staging_url = f"sqlite:///{DEMO_DIR / 'staging.db'}"
-    env = airflow_env(dingtalk, kingdee, staging_url)
+    staging_url = f"sqlite:///{demo_dir / 'staging.db'}"
+    env = airflow_env(demo_dir, staging_url, {scheme.source.dingtalk_conn_id: dingtalk.connection(),
+                                              scheme.target.kingdee_conn_id: kingdee.connection()})
     try:
         statuses = Counter(f"{c.instance['status']}/{c.instance.get('result') or '-'}" for c in seed)
         print(f"DingTalk emulator on {dingtalk_url}: {len(seed)} claims of template {scheme.source.process_code} "
               f"started between {seed_span(seed)}")
         print(f"  statuses: {dict(sorted(statuses.items()))}")
-        print(f"Kingdee emulator on {kingdee.base_url} (account set demo-acct, bills in {DEMO_DIR / 'kingdee.db'})")
-        print(f"Staging: {staging_url}\n")
+        print(f"Kingdee emulator on {kingdee.base_url} (account set demo-acct, bills in {demo_dir / 'kingdee.db'})")
+        print(f"Staging: {staging_url}")
+        print(f"Airflow home of the demo: {env['AIRFLOW_HOME']} (its own metadata DB; `make airflow` uses another)")
+        print("Preparing it (airflow db migrate) ...", flush=True)
+        migrate_airflow_home(env)
+        print()
 
         print(f"Run 1: airflow dags test {dag_id} {interval_end.isoformat()} ...", flush=True)
-        took = run_dag(dag_id, interval_end, env, DEMO_DIR / "run1.log")
+        took = run_dag(dag_id, interval_end, env, demo_dir / "run1.log")
         staged = staging.SchemeStaging(staging.connect(staging_url), scheme.id)
         first = staged.summary()
-        print_summary(first, kingdee, took, DEMO_DIR / "run1.log")
+        print_summary(first, kingdee, took, demo_dir / "run1.log")
 
         late = [c for c in seed if c.truth.late_approval_at is not None]
         for claim in late:
@@ -102,19 +136,19 @@ def main() -> None:
         print(f"\n{len(late)} claims that were still running are now approved in DingTalk (late approvals).")
         next_end = interval_end + timedelta(hours=1)
         print(f"Run 2: airflow dags test {dag_id} {next_end.isoformat()} ...", flush=True)
-        took = run_dag(dag_id, next_end, env, DEMO_DIR / "run2.log")
+        took = run_dag(dag_id, next_end, env, demo_dir / "run2.log")
         second = staged.summary()
-        print_summary(second, kingdee, took, DEMO_DIR / "run2.log")
+        print_summary(second, kingdee, took, demo_dir / "run2.log")
 
         check(seed, kingdee, second, scheme.target.match_field)
         print("\nLook at the results:")
-        print(f"  bills in staging:  sqlite3 {DEMO_DIR / 'staging.db'} "
+        print(f"  bills in staging:  sqlite3 {demo_dir / 'staging.db'} "
               "\"select business_id, bill_number, state, amount_cents/100.0 from dk_bills limit 10\"")
-        print(f"  rejects:           sqlite3 {DEMO_DIR / 'staging.db'} "
+        print(f"  rejects:           sqlite3 {demo_dir / 'staging.db'} "
               "\"select business_id, reason_code, reason from dk_rejects\"")
-        print(f"  Kingdee bills:     python -m dk_emulators.kingdee --db {DEMO_DIR / 'kingdee.db'}"
+        print(f"  Kingdee bills:     python -m dk_emulators.kingdee --db {demo_dir / 'kingdee.db'}"
               " then POST ExecuteBillQuery (docs/emulators-kingdee.md), or open the Airflow UI: make airflow")
-        print(f"  task logs:         {DEMO_DIR / 'run1.log'}, {DEMO_DIR / 'run2.log'}")
+        print(f"  task logs:         {demo_dir / 'run1.log'}, {demo_dir / 'run2.log'}")
     finally:
         dingtalk.stop()
         kingdee.stop()
