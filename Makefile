@@ -63,7 +63,7 @@ airflow: $(STAMP)
 # The UI in headless Chromium (Debian's chromium) over the same script on free ports; screenshots
 # in var/ui-artefacts/.
 test-ui: $(STAMP) lint
-	$(BIN)/python -m pytest -p no:cacheprovider tests/ui $(PYTEST_ARGS)
+	DK_UI_TEST=1 $(BIN)/python -m pytest -p no:cacheprovider tests/ui $(PYTEST_ARGS)
 
 emulators: $(STAMP)
 	$(BIN)/python scripts/airflow_with_emulators.py --emulators-only

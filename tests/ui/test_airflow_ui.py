@@ -1,0 +1,160 @@
+"""What an operator does in the Airflow UI of `make airflow`, in a real browser; screenshots in
+var/ui-artefacts/. The tests run in this order and share one Airflow (see conftest.py)."""
+
+from __future__ import annotations
+
+import itertools
+import re
+import sqlite3
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from tests.ui.conftest import DAG_ID, screenshot
+
+CONNECTION_FIELDS = {
+    "dingtalk": ["Base URL", "App key (AppKey)", "App secret (AppSecret)", "Agent ID", "QPS budget"],
+    "kingdee": ["Server URL", "User", "Password or app secret", "Account set ID (acctID)", "App ID",
+                "Language (LCID)", "Organisation number", "Auth mode"],
+}
+HOOK_NAMES = {"dingtalk": "DingTalk Approval (OA)", "kingdee": "Kingdee K/3Cloud WebAPI"}
+PARAMS = ["Dry run", "Window start", "Window end", "Instance ids", "Replay rejected"]
+
+
+def open_trigger_dialog(page, base_url: str):
+    page.goto(f"{base_url}/dags/{DAG_ID}")
+    page.get_by_role("button", name="Trigger Dag").click()
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_text("Run Parameters").wait_for()
+    return dialog
+
+
+def dag_runs(airflow_ui) -> list[dict]:
+    return airflow_ui.api(f"/dags/{DAG_ID}/dagRuns?limit=100&order_by=logical_date")["dag_runs"]
+
+
+def test_the_dag_page_and_a_run_triggered_from_the_form_with_its_params(airflow_ui, browser_page):
+    page = browser_page
+    page.goto(f"{airflow_ui.base_url}/dags/{DAG_ID}")
+    for task in ("extract", "transform", "load", "write_back", "report"):
+        page.get_by_text(task, exact=True).first.wait_for()
+    screenshot(page, "01-dag-page")
+
+    dialog = open_trigger_dialog(page, airflow_ui.base_url)
+    for label in PARAMS:
+        dialog.get_by_text(re.compile(rf"^{label}\b")).first.wait_for()
+    screenshot(page, "02-trigger-form")
+    dialog.get_by_role("button", name="Trigger").last.click()
+
+    run = airflow_ui.wait_for("the triggered run to finish", lambda: next(
+        (r for r in dag_runs(airflow_ui) if r["run_type"] == "manual" and r["state"] in ("success", "failed")), None))
+    assert run["state"] == "success"
+    page.goto(f"{airflow_ui.base_url}/dags/{DAG_ID}/runs/{run['dag_run_id']}")
+    page.get_by_text("success").first.wait_for()
+    screenshot(page, "03-run")
+
+
+def test_a_runs_report_log(airflow_ui, browser_page):
+    page = browser_page
+    run = next(r for r in dag_runs(airflow_ui) if r["run_type"] == "manual")
+    page.goto(f"{airflow_ui.base_url}/dags/{DAG_ID}/runs/{run['dag_run_id']}/tasks/report")
+    # The log view renders only the lines in sight (the end): the reject lines, each with its reason.
+    page.get_by_text(re.compile(r"rejected \d+: \[\w+\]")).first.wait_for(timeout=120_000)
+    screenshot(page, "04-report-log")
+
+
+def test_a_backfill_started_from_the_dialog_runs_one_at_a_time_by_default(airflow_ui, browser_page):
+    page = browser_page
+    dialog = open_trigger_dialog(page, airflow_ui.base_url)
+    dialog.get_by_text("Backfill", exact=True).click()
+    dialog.get_by_text("Date Range").wait_for()
+    # Three hourly runs on a day with no run yet: logical dates 01:00, 02:00 and 03:00 UTC two days ago.
+    day = (datetime.now(UTC) - timedelta(days=2)).strftime("%Y/%m/%d")
+    for picker, time_of_day in zip(dialog.get_by_test_id("datetime-input").all()[:2], ("01:00", "03:00"), strict=True):
+        picker.click()
+        popover = page.locator("[data-scope=popover][data-part=content][data-state=open]")
+        popover.get_by_placeholder("YYYY/MM/DD").fill(day)
+        popover.get_by_placeholder("HH:mm").fill(time_of_day)
+        page.keyboard.press("Escape")
+    max_active = dialog.locator("input[name=max_active_runs]")
+    assert max_active.input_value() == "1"  # what the dialog offers
+    dialog.get_by_text(re.compile(r"\b3 runs\b")).first.wait_for()
+    screenshot(page, "05-backfill-dialog")
+    dialog.get_by_role("button", name="Run Backfill").click()
+
+    backfills = airflow_ui.wait_for("the backfill", lambda: airflow_ui.api(f"/backfills?dag_id={DAG_ID}")["backfills"])
+    backfill = backfills[0]
+    assert backfill["max_active_runs"] == 1
+    runs = airflow_ui.wait_for("the backfill's three runs to finish", lambda: (
+        done if len(done := [r for r in dag_runs(airflow_ui) if r["run_type"] == "backfill"
+                             and r["state"] in ("success", "failed")]) == 3 else None), timeout=600)
+    assert {r["state"] for r in runs} == {"success"}
+    spans = sorted((r["start_date"], r["end_date"]) for r in runs)
+    overlapping = [(a, b) for a, b in itertools.pairwise(spans) if b[0] < a[1]]
+    assert not overlapping, f"backfill runs overlapped with max_active_runs 1: {spans}"
+    page.goto(f"{airflow_ui.base_url}/dags/{DAG_ID}/runs")
+    page.get_by_text("backfill", exact=False).first.wait_for()
+    screenshot(page, "06-backfill-runs")
+
+
+@pytest.mark.parametrize("conn_type", ["dingtalk", "kingdee"])
+def test_the_add_form_of_each_connection_type_has_every_field(airflow_ui, browser_page, conn_type):
+    page = browser_page
+    page.goto(f"{airflow_ui.base_url}/connections")
+    page.get_by_role("button", name="Add Connection").click()
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_role("combobox").first.click()
+    page.get_by_role("option", name=HOOK_NAMES[conn_type]).click()
+    assert_fields(dialog, conn_type)
+    screenshot(page, f"07-add-{conn_type}")
+    dialog.get_by_role("button", name="Close").click()
+
+
+@pytest.mark.parametrize("conn_type", ["dingtalk", "kingdee"])
+def test_the_edit_form_of_each_connection_type_has_every_field(airflow_ui, browser_page, conn_type):
+    page = browser_page
+    page.goto(f"{airflow_ui.base_url}/connections")
+    row_button(page, conn_type, "Edit Connection").click()
+    dialog = page.get_by_role("dialog")
+    assert_fields(dialog, conn_type)
+    screenshot(page, f"08-edit-{conn_type}")
+    dialog.get_by_role("button", name="Close").click()
+
+
+@pytest.mark.parametrize("conn_type", ["dingtalk", "kingdee"])
+def test_the_connection_test_button(airflow_ui, browser_page, conn_type):
+    page = browser_page
+    page.goto(f"{airflow_ui.base_url}/connections")
+    row_button(page, conn_type, "Test Connection").click()
+    toast = page.get_by_role("status").filter(has_text="Test Connection")
+    toast.first.wait_for()
+    page.wait_for_timeout(500)
+    screenshot(page, f"09-test-button-{conn_type}")
+    assert "Failed" not in toast.first.inner_text(), toast.first.inner_text()
+
+
+def test_the_airflow_home_is_the_scripts_own(airflow_ui):
+    """The AIRFLOW_HOME the script inherited (the Makefile's, the test suite's) holds nothing; its own
+    metadata DB holds exactly the runs made here."""
+    if airflow_ui.inherited_home is not None:
+        assert list(airflow_ui.inherited_home.iterdir()) == []
+    with sqlite3.connect(airflow_ui.state_dir / "airflow_home" / "airflow.db") as db:
+        run_ids = {row[0] for row in db.execute("select run_id from dag_run")}
+    assert run_ids == {r["dag_run_id"] for r in dag_runs(airflow_ui)}
+
+
+def assert_fields(dialog, conn_type: str) -> None:
+    """Every field of the type is on the form: the standard ones, then (one section open at a time)
+    the extra ones."""
+    dialog.get_by_text("Standard Fields", exact=True).wait_for()
+    dialog.page.wait_for_timeout(500)
+    text = dialog.inner_text()
+    dialog.get_by_text("Extra Fields", exact=True).click()
+    dialog.page.wait_for_timeout(500)
+    text += dialog.inner_text()
+    missing = [label for label in CONNECTION_FIELDS[conn_type] if label not in text]
+    assert not missing, f"{conn_type} form lacks {missing}"
+
+
+def row_button(page, conn_type: str, name: str):
+    return page.get_by_role("row").filter(has_text=f"{conn_type}_default").get_by_role("button", name=name)
