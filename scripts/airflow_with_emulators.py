@@ -50,6 +50,7 @@ from dk_emulators.dingtalk.seed import (  # noqa: E402
 )
 from dk_emulators.kingdee import KingdeeEmulator  # noqa: E402
 
+from dingtalk_kingdee.provider import get_provider_info  # noqa: E402
 from dingtalk_kingdee.scheme import Scheme, load_scheme  # noqa: E402
 
 SCHEME_FILE = ROOT / "include" / "schemes" / "expense_to_paybill.yaml"
@@ -172,13 +173,13 @@ def register_connections(conns: dict[str, tuple[str, dict]], state: StateFiles) 
 
     One `airflow connections import --overwrite` for all of them: each Airflow command costs seconds.
     """
-    for conn_id, (_, body) in conns.items():
+    for conn_id in conns:
         if os.environ.get(f"AIRFLOW_CONN_{conn_id.upper()}"):
             print(f"  note: AIRFLOW_CONN_{conn_id.upper()} is set in the environment and wins over the "
                   "metadata DB; unset it to use the connection registered here")
     path = state.root / "connections.json"
     path.write_text(json.dumps({conn_id: {**{k: v for k, v in body.items() if k != "extra"},
-                                          "extra_dejson": body.get("extra") or {}}
+                                          "extra_dejson": every_field(body)}
                                 for conn_id, (_, body) in conns.items()}), encoding="utf-8")
     try:
         airflow_cli("connections", "import", str(path), "--overwrite")
@@ -186,6 +187,14 @@ def register_connections(conns: dict[str, tuple[str, dict]], state: StateFiles) 
         path.unlink()
     for conn_id, (_, body) in conns.items():
         print(f"  connection {conn_id} ({body['conn_type']}) → {body['host']}")
+
+
+def every_field(body: dict) -> dict:
+    """The connection's extra with every field its type declares (null when unset), as the UI's Add
+    form stores it: Airflow's Edit form shows only the extra fields the stored connection has."""
+    declared = next((t["conn-fields"] for t in get_provider_info()["connection-types"]
+                     if t["connection-type"] == body["conn_type"]), {})
+    return {**dict.fromkeys(declared), **(body.get("extra") or {})}
 
 
 # ------------------------------------------------------------------------------------------ running
