@@ -47,7 +47,8 @@ def test_the_dag_page_and_a_run_triggered_from_the_form_with_its_params(airflow_
     dialog.get_by_role("button", name="Trigger").last.click()
 
     run = airflow_ui.wait_for("the triggered run to finish", lambda: next(
-        (r for r in dag_runs(airflow_ui) if r["run_type"] == "manual" and r["state"] in ("success", "failed")), None))
+        (r for r in dag_runs(airflow_ui) if r["run_type"] == "manual" and r["state"] in ("success", "failed")), None),
+        timeout=900)
     assert run["state"] == "success"
     page.goto(f"{airflow_ui.base_url}/dags/{DAG_ID}/runs/{run['dag_run_id']}")
     page.get_by_text("success").first.wait_for()
