@@ -140,7 +140,7 @@ def test_the_airflow_home_is_the_scripts_own(airflow_ui):
     if airflow_ui.inherited_home is not None:
         assert list(airflow_ui.inherited_home.iterdir()) == []
     with sqlite3.connect(airflow_ui.state_dir / "airflow_home" / "airflow.db") as db:
-        run_ids = {row[0] for row in db.execute("select run_id from dag_run")}
+        run_ids = {row[0] for row in db.execute("select run_id from dag_run where dag_id = ?", (DAG_ID,))}
     assert run_ids == {r["dag_run_id"] for r in dag_runs(airflow_ui)}
 
 
