@@ -24,6 +24,9 @@ $(STAMP): requirements.lock requirements.txt requirements-dev.txt pyproject.toml
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.lock
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e emulators
+	@# The editable builds leave *.egg-info beside the sources; on PYTHONPATH it would be a second copy of the
+	@# package metadata, and Airflow would see the airflow.plugins entry point twice ("already registered").
+	rm -rf plugins/*.egg-info emulators/*.egg-info
 	@touch $(STAMP)
 
 venv: $(STAMP)
