@@ -13,6 +13,7 @@ class RejectReason(StrEnum):
     AMOUNT_UNPARSEABLE = "amount_unparseable"
     AMOUNT_NOT_POSITIVE = "amount_not_positive"
     AMOUNT_OVER_LIMIT = "amount_over_limit"
+    AMOUNT_PRECISION = "amount_precision"   # more decimals than Kingdee holds (cents); never rounded
     TOTAL_MISMATCH = "total_mismatch"
     UNMAPPED_EMPLOYEE = "unmapped_employee"
     UNMAPPED_DEPARTMENT = "unmapped_department"
@@ -23,6 +24,7 @@ class RejectReason(StrEnum):
     DUPLICATE_BUSINESS_ID = "duplicate_business_id"
     NOT_APPROVED = "not_approved"
     MALFORMED_PAYLOAD = "malformed_payload"
+    UNKNOWN_STATUS = "unknown_status"   # a status DingTalk does not document, still so after several reads
 
 
 # The reasons a value-map miss may carry: fixing the map (not the claim) cures them.
