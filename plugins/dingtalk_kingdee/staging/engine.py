@@ -10,26 +10,29 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from dingtalk_kingdee.staging.tables import SCHEMA_VERSION, metadata, schema_version
+from dingtalk_kingdee.staging.upgrades import upgrade
 
 # Any fixed number: the PostgreSQL advisory lock that lets one schema creator in at a time.
 _SCHEMA_LOCK_KEY = 424242
 
 
 def create_engine(url: str) -> Engine:
-    """A new engine for the staging database; SQLite files get their folder, WAL and immediate writes."""
+    """A new engine for the staging database; SQLite files get their folder, WAL and immediate writes.
+
+    ``hide_parameters``: a database error's text would otherwise list the statement's values (other
+    claims' payees and bank accounts) and end up in the task log.
+    """
     sa_url = sa.make_url(url)
     if sa_url.get_backend_name() == "sqlite":
         if sa_url.database and sa_url.database != ":memory:":
             Path(sa_url.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = sa.create_engine(url, connect_args={"timeout": 30})
+        engine = sa.create_engine(url, connect_args={"timeout": 30}, hide_parameters=True)
 
         @sa.event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record) -> None:
@@ -47,7 +50,7 @@ def create_engine(url: str) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    return sa.create_engine(url, pool_pre_ping=True)
+    return sa.create_engine(url, pool_pre_ping=True, hide_parameters=True)
 
 
 def _use_wal(cursor, wait_s: float = 30.0) -> None:
@@ -70,20 +73,13 @@ def get_engine(url: str) -> Engine:
 
 
 def ensure_schema(engine: Engine) -> None:
-    """Create or upgrade the staging tables; safe when several tasks start at once (SQLite's immediate
-    transactions and PostgreSQL's advisory lock let one creator in at a time)."""
+    """Create or upgrade the staging tables (``upgrades.upgrade``); safe when several tasks start at once
+    (SQLite's immediate transactions and PostgreSQL's advisory lock let one creator in at a time)."""
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             # Serialise concurrent first runs: CREATE TABLE IF NOT EXISTS races on PostgreSQL.
             conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_SCHEMA_LOCK_KEY})")
-        metadata.create_all(conn, checkfirst=True)
-        current = conn.execute(sa.select(sa.func.max(schema_version.c.version))).scalar()
-        if current is None:
-            conn.execute(schema_version.insert().values(version=SCHEMA_VERSION, applied_at=datetime.now(UTC)))
-        elif current > SCHEMA_VERSION:
-            raise RuntimeError(
-                f"staging schema is version {current}, newer than this code ({SCHEMA_VERSION}): upgrade the code"
-            )
+        upgrade(conn)
 
 
 def connect(url: str) -> Engine:

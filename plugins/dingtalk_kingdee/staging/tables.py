@@ -2,14 +2,18 @@
 
 Money is stored as integer cents: exact on both databases (SQLite would turn a NUMERIC into a
 float). Table and column names are the stored contract: a change needs a ``SCHEMA_VERSION`` bump and
-an upgrade step in ``engine.ensure_schema``.
+an upgrade step in ``upgrades.STEPS``; a new table, or a new nullable (or server-defaulted) column,
+is added to existing databases by itself (``upgrades.upgrade``).
+
+Ids, names and keys that come from DingTalk are ``Text``: a valid answer must never be refused for
+its length (PostgreSQL enforces ``varchar(n)``).
 """
 
 from __future__ import annotations
 
 import sqlalchemy as sa
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 metadata = sa.MetaData()
 
@@ -23,10 +27,10 @@ schema_version = sa.Table(
 instances = sa.Table(
     "dk_instances", metadata,
     sa.Column("scheme_id", sa.String(64), primary_key=True),
-    sa.Column("instance_id", sa.String(64), primary_key=True),
-    sa.Column("business_id", sa.String(64), index=True),
-    sa.Column("status", sa.String(16)),
-    sa.Column("result", sa.String(16)),
+    sa.Column("instance_id", sa.Text, primary_key=True),
+    sa.Column("business_id", sa.Text, index=True),
+    sa.Column("status", sa.Text),
+    sa.Column("result", sa.Text),
     sa.Column("is_final", sa.Boolean, nullable=False, default=False),
     sa.Column("payload", sa.Text),
     # Bumped whenever the answer changes; transform works on claims whose version it has not seen.
@@ -42,10 +46,10 @@ instances = sa.Table(
 rows = sa.Table(
     "dk_rows", metadata,
     sa.Column("scheme_id", sa.String(64), primary_key=True),
-    sa.Column("instance_id", sa.String(64), primary_key=True),
-    sa.Column("table_path", sa.String(255), primary_key=True),
-    sa.Column("row_key", sa.String(255), primary_key=True),
-    sa.Column("parent_row_key", sa.String(255)),
+    sa.Column("instance_id", sa.Text, primary_key=True),
+    sa.Column("table_path", sa.Text, primary_key=True),
+    sa.Column("row_key", sa.Text, primary_key=True),
+    sa.Column("parent_row_key", sa.Text),
     sa.Column("row_index", sa.Integer),
     sa.Column("cells", sa.Text, nullable=False),
 )
@@ -53,12 +57,12 @@ rows = sa.Table(
 bills = sa.Table(
     "dk_bills", metadata,
     sa.Column("scheme_id", sa.String(64), primary_key=True),
-    sa.Column("instance_id", sa.String(64), primary_key=True),
-    sa.Column("business_id", sa.String(64), nullable=False),
+    sa.Column("instance_id", sa.Text, primary_key=True),
+    sa.Column("business_id", sa.Text, nullable=False),
     # The value of the scheme's match field (e.g. FTHIRDBILLNO) that finds the bill again in Kingdee.
-    sa.Column("match_value", sa.String(128), nullable=False),
+    sa.Column("match_value", sa.Text, nullable=False),
     sa.Column("amount_cents", sa.BigInteger, nullable=False),
-    sa.Column("payee", sa.String(255)),
+    sa.Column("payee", sa.Text),
     sa.Column("model", sa.Text, nullable=False),
     sa.Column("state", sa.String(16), nullable=False),  # states.BillState
     sa.Column("attempts", sa.Integer, nullable=False, default=0),
@@ -81,9 +85,9 @@ rejects = sa.Table(
     "dk_rejects", metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("scheme_id", sa.String(64), nullable=False),
-    sa.Column("instance_id", sa.String(64), nullable=False),
-    sa.Column("business_id", sa.String(64)),
-    sa.Column("field", sa.String(255)),
+    sa.Column("instance_id", sa.Text, nullable=False),
+    sa.Column("business_id", sa.Text),
+    sa.Column("field", sa.Text),
     sa.Column("reason_code", sa.String(64), nullable=False),
     sa.Column("reason", sa.Text, nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
@@ -95,11 +99,11 @@ sa.Index("ix_dk_rejects_claim", rejects.c.scheme_id, rejects.c.instance_id)
 writeback = sa.Table(
     "dk_writeback", metadata,
     sa.Column("scheme_id", sa.String(64), primary_key=True),
-    sa.Column("instance_id", sa.String(64), primary_key=True),
-    sa.Column("business_id", sa.String(64), nullable=False),
+    sa.Column("instance_id", sa.Text, primary_key=True),
+    sa.Column("business_id", sa.Text, nullable=False),
     sa.Column("kingdee_id", sa.String(64)),
     sa.Column("bill_number", sa.String(128)),
-    sa.Column("payee", sa.String(255)),
+    sa.Column("payee", sa.Text),
     sa.Column("amount_cents", sa.BigInteger, nullable=False),
     sa.Column("loaded_at", sa.DateTime(timezone=True)),
     sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
