@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
@@ -15,7 +16,8 @@ if TYPE_CHECKING:
     from dk_emulators.dingtalk.emulator import DingTalkEmulator
 
 # Settings /_emulator/config may change on a running emulator.
-LIVE_SETTINGS = frozenset({"qps", "latency_ms", "token_ttl", "wrap_errors", "qps_penalty_s", "hang_seconds"})
+LIVE_SETTINGS = frozenset({"qps", "latency_ms", "token_ttl", "wrap_errors", "qps_penalty_s", "hang_seconds",
+                           "monthly_quota"})
 
 
 def add_admin_routes(app: FastAPI, emulator: DingTalkEmulator) -> None:
@@ -83,6 +85,35 @@ def add_admin_routes(app: FastAPI, emulator: DingTalkEmulator) -> None:
         emulator.expire_tokens()
         return {"ok": True}
 
+    @app.get("/_emulator/clock")
+    async def clock() -> dict:
+        return {"now": emulator.clock().isoformat(), "simulated": emulator.sim_clock.simulated}
+
+    @app.post("/_emulator/clock")
+    async def set_clock(request: Request) -> Response:
+        """``{"now": ISO 8601 with offset}`` pins the clock, ``{"advance_s": N}`` moves it,
+        ``{"real": true}`` gives it back to real time."""
+        payload = await read_json(request)
+        if not isinstance(payload, dict):
+            return bad("expected a JSON object")
+        try:
+            if payload.get("real"):
+                emulator.sim_clock.release()
+            elif "now" in payload:
+                emulator.set_clock(datetime.fromisoformat(str(payload["now"])))
+            elif "advance_s" in payload:
+                emulator.advance_clock(float(payload["advance_s"]))
+            else:
+                return bad('expected "now", "advance_s" or "real"')
+        except (TypeError, ValueError) as error:
+            return bad(str(error))
+        return JSONResponse({"ok": True, "now": emulator.clock().isoformat(),
+                             "simulated": emulator.sim_clock.simulated})
+
+    @app.get("/_emulator/usage")
+    async def usage() -> dict:
+        return emulator.usage()
+
     @app.post("/_emulator/config")
     async def config(request: Request) -> Response:
         payload = await read_json(request)
@@ -93,6 +124,9 @@ def add_admin_routes(app: FastAPI, emulator: DingTalkEmulator) -> None:
             return bad(f"unknown settings: {sorted(unknown)}")
         if "wrap_errors" in payload and payload["wrap_errors"] not in WRAP_STYLES:
             return bad(f"wrap_errors must be one of {WRAP_STYLES}")
+        quota = payload.get("monthly_quota")
+        if quota is not None and (isinstance(quota, bool) or not isinstance(quota, int) or quota < 0):
+            return bad("monthly_quota must be a whole number ≥ 0 or null (no quota)")
         for name, value in payload.items():
             setattr(emulator, name, value)
         return JSONResponse({"ok": True, "config": emulator.state()["config"]})

@@ -27,6 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--token-ttl", type=float, default=7200, help="access token validity in seconds")
     parser.add_argument("--wrap-errors", choices=WRAP_STYLES, default="alternate")
     parser.add_argument("--process-code", default=DEFAULT_PROCESS_CODE)
+    parser.add_argument("--monthly-quota", type=int, default=None,
+                        help="metered calls per calendar month before errcode 90020 (default: no quota)")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--seed-file", help="JSON list of instances to serve")
     source.add_argument("--generate", type=int, metavar="N", help="generate N expense claims")
@@ -53,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
     emulator = DingTalkEmulator(
         app_key=args.app_key, app_secret=args.app_secret, qps=args.qps or None, latency_ms=args.latency_ms,
         token_ttl=args.token_ttl, instances=instances, process_codes=[args.process_code],
-        wrap_errors=args.wrap_errors,
+        wrap_errors=args.wrap_errors, monthly_quota=args.monthly_quota,
     )
     print(f"DingTalk emulator: {emulator.instance_count} instances, process code {args.process_code}, "
           f"http://{args.host}:{args.port}", flush=True)

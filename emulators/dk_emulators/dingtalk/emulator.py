@@ -29,6 +29,7 @@ from dk_emulators._server import ServerThread
 from dk_emulators.dingtalk import api, contacts
 from dk_emulators.dingtalk.admin import add_admin_routes
 from dk_emulators.dingtalk.auth import QpsLimiter, TokenIssuer
+from dk_emulators.dingtalk.meter import MonthlyQuota, SimulatedClock
 from dk_emulators.dingtalk.robot import RobotWebhook
 from dk_emulators.dingtalk.seed import load_universe
 from dk_emulators.dingtalk.store import InstanceStore
@@ -67,7 +68,9 @@ class DingTalkEmulator:
     ``wrap_errors``: "plain", "wrapped" or "alternate" (every other wrappable error is wrapped,
     deterministically, starting with plain). ``qps``: calls per second per app key per API
     (``None``/0 = unlimited). ``qps_penalty_s``: how long an app stays throttled on that API.
-    ``clock``: returns the current aware datetime (the 365-day rule and default end_time use it).
+    ``clock``: returns the current aware datetime (the 365-day rule and default end_time use it);
+    ``set_clock`` / ``advance_clock`` (or ``/_emulator/clock``) pin and move it. ``monthly_quota``:
+    metered calls allowed per calendar month (China time) before 90020; None = no quota.
     ``qps``, ``latency_ms``, ``token_ttl``, ``wrap_errors``, ``qps_penalty_s`` and ``hang_seconds``
     may be changed on a running emulator. ``organisation``: the universe document whose contacts
     (departments, users) the contacts calls serve; None = the demo universe, read on first use.
@@ -90,6 +93,7 @@ class DingTalkEmulator:
         fault_seed: int = 0,
         clock: Callable[[], datetime] | None = None,
         organisation: Mapping[str, Any] | None = None,
+        monthly_quota: int | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
@@ -104,7 +108,9 @@ class DingTalkEmulator:
         self.wrap_errors = wrap_errors
         self.qps_penalty_s = qps_penalty_s
         self.hang_seconds = hang_seconds
-        self.clock: Callable[[], datetime] = clock or (lambda: datetime.now(UTC))
+        self.sim_clock = SimulatedClock(clock or (lambda: datetime.now(UTC)))
+        self.clock: Callable[[], datetime] = self.sim_clock.now
+        self.quota = MonthlyQuota(monthly_quota)
         self.store = InstanceStore(process_codes)
         self.tokens = TokenIssuer()
         self.qps_limiter = QpsLimiter()
@@ -237,6 +243,27 @@ class DingTalkEmulator:
         """Invalidate every issued token as a secret reset would (calls with it get 40001)."""
         self.tokens.revoke_all()
 
+    # ------------------------------------------------------------------ clock and quota
+    def set_clock(self, moment: datetime) -> datetime:
+        """Pin the emulator's clock to ``moment`` (aware); it then moves only when told."""
+        return self.sim_clock.set(moment)
+
+    def advance_clock(self, seconds: float) -> datetime:
+        """Move the emulator's clock forward (pinning it at real time first if it was free)."""
+        return self.sim_clock.advance(seconds)
+
+    @property
+    def monthly_quota(self) -> int | None:
+        return self.quota.limit
+
+    @monthly_quota.setter
+    def monthly_quota(self, value: int | None) -> None:
+        self.quota.limit = value
+
+    def usage(self) -> dict:
+        """Metered calls of the clock's month (per API, refused ones apart) and of every month seen."""
+        return self.quota.usage(self.clock())
+
     def state(self) -> dict:
         """What the admin ``state`` endpoint shows."""
         with self._lock:
@@ -250,10 +277,13 @@ class DingTalkEmulator:
                 "faults": self.faults,
                 "tokens_issued": len(self.tokens),
                 "peak_in_flight": self.peak_in_flight,
+                "clock": {"now": self.clock().isoformat(), "simulated": self.sim_clock.simulated},
+                "usage": self.usage(),
                 "config": {
                     "app_keys": sorted(self.apps), "qps": self.qps, "latency_ms": self.latency_ms,
                     "token_ttl": self.token_ttl, "wrap_errors": self.wrap_errors,
                     "qps_penalty_s": self.qps_penalty_s, "hang_seconds": self.hang_seconds,
+                    "monthly_quota": self.monthly_quota,
                 },
             }
 
@@ -342,6 +372,7 @@ class DingTalkEmulator:
             if needs_token:
                 app_key = self.tokens.app_for(request.query_params.get("access_token"))
                 self.check_qps(app_key, api_name)
+                self.quota.admit(api_name, self.clock())
             body = await api.read_body(request) if request.method == "POST" else {}
             if self.latency_ms:
                 await asyncio.sleep(self.latency_ms / 1000)
