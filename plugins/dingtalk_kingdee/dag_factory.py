@@ -5,6 +5,7 @@ The tasks only wire hooks, staging and the run's parameters to ``pipeline``; no 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -18,6 +19,8 @@ from dingtalk_kingdee import pipeline, staging
 from dingtalk_kingdee.notifications import DingTalkRobotNotifier
 from dingtalk_kingdee.scheme import Scheme, load_schemes
 from dingtalk_kingdee.settings import get_settings
+
+log = logging.getLogger(__name__)
 
 TIMEZONE = "Asia/Shanghai"
 # The tasks after ``plan`` whose counts the report lists.
@@ -44,9 +47,9 @@ up in Kingdee by `{match_field}` before anything is sent again.
 
 **Trigger form**
 - `dry_run`: extract and transform only; the report says what would be written; nothing reaches Kingdee.
-- `window_start` / `window_end`: list claims started in this window instead of the look-back window
-  (which ends at the data interval end; for a run triggered without a logical date, at the time the run
-  was due).
+- `window_start` / `window_end`: China time, `YYYY-MM-DD HH:MM`; list claims started in this window
+  instead of the look-back window (which ends at the data interval end; for a run triggered without a
+  logical date, at the time the run was due). The `plan` log states the window in China time.
 - `instance_ids`: sync exactly these approval instances.
 - `replay_rejected`: transform rejected and refused claims again (after fixing a value map), then load.
 
@@ -55,16 +58,21 @@ Rejected claims and their reasons are in the `report` task log and table `dk_rej
 """
 
 
-def _parse_time(value: object, default: datetime | None, what: str) -> datetime:
-    if value in (None, ""):
-        if default is None:
-            raise ValueError(f"no {what}: the run has no data interval and no run_after, and the "
-                             f"trigger form gave none")
-        return default
-    parsed = pendulum.parse(str(value), tz=TIMEZONE)
-    if not isinstance(parsed, datetime):
-        raise ValueError(f"{value!r} is not a date-time")
-    return parsed
+def _window_time(value: object, default: datetime | None, what: str) -> datetime:
+    parsed = pipeline.form_time(value, what)
+    if parsed is not None:
+        return parsed
+    if default is None:
+        raise ValueError(f"no {what}: the run has no data interval and no run_after, and the "
+                         f"trigger form gave none")
+    return default
+
+
+def _window_param(title: str, description: str) -> Param:
+    """A window time typed as China time: a text field, not the date-time picker, which sends UTC."""
+    return Param(None, type=["null", "string"], pattern=pipeline.FORM_TIME_PATTERN,
+                 title=f"{title} (China time)", description=f"{pipeline.FORM_TIME_HINT}, e.g. 2026-03-01 08:00. "
+                                                         f"{description}")
 
 
 def plan_run(scheme: Scheme, run_id: str, params: Mapping[str, Any], data_interval_end: datetime | None,
@@ -76,11 +84,12 @@ def plan_run(scheme: Scheme, run_id: str, params: Mapping[str, Any], data_interv
     without a logical date has no data interval) at the run's ``run_after``: the time it was due,
     stored on the run, so a cleared plan task computes the same window again. Never the clock.
     """
-    end = _parse_time(params.get("window_end"), data_interval_end or run_after, "window_end")
-    start = _parse_time(params.get("window_start"), end - timedelta(days=scheme.source.lookback_days),
-                        "window_start")
+    end = _window_time(params.get("window_end"), data_interval_end or run_after, "window_end")
+    start = _window_time(params.get("window_start"), end - timedelta(days=scheme.source.lookback_days),
+                         "window_start")
     if start >= end:
-        raise ValueError(f"window_start {start} is not before window_end {end}")
+        raise ValueError(f"window_start {pipeline.china_time(start)} is not before window_end "
+                         f"{pipeline.china_time(end)} (China time)")
     return pipeline.Run(
         run_id=run_id,
         window_start=start,
@@ -127,12 +136,10 @@ def build_dag(scheme: Scheme) -> DAG:
         params={
             "dry_run": Param(False, type="boolean", title="Dry run",
                              description="Extract and transform only; write nothing to Kingdee."),
-            "window_start": Param(None, type=["null", "string"], format="date-time", title="Window start",
-                                  description="List claims started from this time (default: interval end "
-                                              "minus the scheme's look-back)."),
-            "window_end": Param(None, type=["null", "string"], format="date-time", title="Window end",
-                                description="List claims started before this time (default: interval end, or "
-                                            "when the run was due if it has no interval)."),
+            "window_start": _window_param("Window start", "List claims started from this time (default: "
+                                                          "window end minus the scheme's look-back)."),
+            "window_end": _window_param("Window end", "List claims started before this time (default: interval "
+                                                      "end, or when the run was due if it has no interval)."),
             "instance_ids": Param([], type="array", items={"type": "string"}, title="Instance ids",
                                   description="Sync exactly these DingTalk approval instances."),
             "replay_rejected": Param(False, type="boolean", title="Replay rejected",
@@ -147,6 +154,7 @@ def build_dag(scheme: Scheme) -> DAG:
             ctx = get_current_context()
             dag_run = ctx["dag_run"]
             run = plan_run(scheme, dag_run.run_id, ctx["params"], ctx.get("data_interval_end"), dag_run.run_after)
+            log.info("plan: %s", run.window_text())
             return run.to_xcom()
 
         @task(task_id="extract")

@@ -69,3 +69,36 @@ def test_the_plan_survives_xcom_as_plain_json(run):
 def test_the_hooks_offer_what_the_pipeline_calls():
     assert issubclass(DingTalkHook, DingTalkClient)
     assert issubclass(KingdeeHook, KingdeeClient)
+
+
+def _window_params():
+    from dingtalk_kingdee.dag_factory import build_dag
+
+    return build_dag(SCHEME).params
+
+
+@pytest.mark.parametrize("name", ["window_start", "window_end"])
+def test_the_trigger_form_asks_for_window_times_in_china_time_not_through_the_utc_picker(name):
+    param = _window_params().get_param(name)
+    # The date-time picker sends UTC ("...Z"): a text field in China time instead.
+    assert param.schema.get("format") != "date-time"
+    assert "China time" in param.schema["title"] and "YYYY-MM-DD HH:MM" in param.description
+    for typed in ("2026-03-01 08:00", "2026-03-01 08:00:30", "2026-03-01", "2026-03-01T08:00:00+08:00", "", None):
+        assert param.resolve(typed) == typed
+    for wrong in ("03/01/2026 08:00", "tomorrow", "2026-03-01 8am"):
+        with pytest.raises(Exception):  # noqa: B017 - Airflow's ParamValidationError
+            param.resolve(wrong)
+
+
+def test_a_window_typed_in_the_form_is_china_time_and_the_plan_states_it_so():
+    params = {**NO_PARAMS, "window_start": "2026-03-01 08:00", "window_end": "2026-03-02"}
+    run = plan_run(SCHEME, "manual__w", params, INTERVAL_END, None)
+    assert run.window_start == datetime(2026, 3, 1, 0, 0, tzinfo=UTC)
+    assert run.window_end == datetime(2026, 3, 1, 16, 0, tzinfo=UTC)
+    assert run.window_text() == ("claims started from 2026-03-01 08:00:00 to 2026-03-02 00:00:00 "
+                                 "China time (Asia/Shanghai)")
+    # A time with its zone (the REST API, an old form) means that instant, shown in China time.
+    utc = plan_run(SCHEME, "manual__w", {**params, "window_end": "2026-03-01T16:00:00Z"}, INTERVAL_END, None)
+    assert utc.window_end == run.window_end and "to 2026-03-02 00:00:00 China time" in utc.window_text()
+    with pytest.raises(ValueError, match="window_start 'soon' is not a time: use YYYY-MM-DD HH:MM"):
+        plan_run(SCHEME, "manual__w", {**params, "window_start": "soon"}, INTERVAL_END, None)

@@ -18,7 +18,7 @@ from dingtalk_kingdee.pipeline.extract_step import extract
 from dingtalk_kingdee.pipeline.load_step import LoadIncomplete, load
 from dingtalk_kingdee.pipeline.protocols import DingTalkClient, KingdeeClient
 from dingtalk_kingdee.pipeline.report_step import report
-from dingtalk_kingdee.pipeline.run import Run, select_ids
+from dingtalk_kingdee.pipeline.run import FORM_TIME_HINT, FORM_TIME_PATTERN, Run, china_time, form_time, select_ids
 from dingtalk_kingdee.pipeline.settle import SENDING_LEASE, reconcile
 from dingtalk_kingdee.pipeline.transform_step import transform
 from dingtalk_kingdee.pipeline.write_back_step import write_back
@@ -34,13 +34,17 @@ def run_all(scheme: Scheme, dingtalk: DingTalkClient, kingdee: KingdeeClient, en
 
 
 __all__ = [
+    "FORM_TIME_HINT",
+    "FORM_TIME_PATTERN",
     "SENDING_LEASE",
     "DingTalkClient",
     "KingdeeClient",
     "LoadIncomplete",
     "Run",
     "advance_documents",
+    "china_time",
     "extract",
+    "form_time",
     "load",
     "reconcile",
     "report",

@@ -28,6 +28,7 @@ def report(scheme: Scheme, engine: Engine, run: Run, step_counts: dict | None = 
     dry = " — DRY RUN, nothing written to Kingdee" if run.dry_run else ""
     lines = [
         f"Run summary for scheme {scheme.id} ({run.run_id}){dry}",
+        f"  window: {run.window_text()}",
         f"  claims seen: {found.claims_seen}  approved: {found.approved}  still running: {found.still_running}",
         f"  by status: {found.claims_by_status}",
         "  bills by state: " + ", ".join(

@@ -6,6 +6,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
+
+# Operators, the schedule and DingTalk's own dates think in China time.
+CHINA = ZoneInfo("Asia/Shanghai")
+# How the trigger form asks for a window time; an explicit offset (``Z``, ``+08:00``) is kept as given.
+FORM_TIME_HINT = "YYYY-MM-DD HH:MM (China time)"
+FORM_TIME_PATTERN = r"^$|^\d{4}-\d{2}-\d{2}([ T]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?(Z|[+-]\d{2}:?\d{2})?$"
 
 
 @dataclass(frozen=True)
@@ -34,6 +41,13 @@ class Run:
             "replay_rejected": self.replay_rejected,
         }
 
+    def window_text(self) -> str:
+        """The effective window in China time, as the run log states it."""
+        if self.instance_ids is not None:
+            return f"the {len(self.instance_ids)} named claims (no listing window)"
+        return (f"claims started from {china_time(self.window_start)} to {china_time(self.window_end)} "
+                f"China time (Asia/Shanghai)")
+
     @classmethod
     def from_xcom(cls, plan: Mapping[str, Any]) -> Run:
         """The plan ``to_xcom`` wrote, back as a ``Run``."""
@@ -55,6 +69,27 @@ def _time_or_none(value: str | None) -> datetime | None:
     if parsed.tzinfo is None:
         raise ValueError(f"plan time {value!r} has no offset")
     return parsed
+
+
+def china_time(value: datetime | None) -> str:
+    """``YYYY-MM-DD HH:MM:SS`` in China time; "-" for none."""
+    return value.astimezone(CHINA).strftime("%Y-%m-%d %H:%M:%S") if value else "-"
+
+
+def form_time(value: object, what: str) -> datetime | None:
+    """A window time from the trigger form: China time unless it carries its own offset; None if blank.
+
+    The form asks for ``YYYY-MM-DD HH:MM`` (seconds optional, a date alone is midnight); the REST API
+    may send any ISO 8601 time, and one with ``Z`` or an offset means exactly that instant.
+    """
+    if value is None or not str(value).strip():
+        return None
+    text = str(value).strip()
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{what} {text!r} is not a time: use {FORM_TIME_HINT}") from None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=CHINA)
 
 
 def select_ids(values: Iterable[str] | None) -> tuple[str, ...] | None:
