@@ -20,6 +20,11 @@ class DingTalkError(IntegrationError):
         super().__init__(f"DingTalk error{where}: errcode={errcode}{sub}: {errmsg}")
 
 
+class DingTalkQuotaExhausted(DingTalkError):
+    """errcode 90020: the organisation's monthly quota of metered calls is spent until the 1st of
+    next month. Never retried; no further DingTalk call is worth making in this run."""
+
+
 class DingTalkUnavailable(IntegrationError):
     """DingTalk stayed throttled, busy or unreachable after every retry allowed."""
 

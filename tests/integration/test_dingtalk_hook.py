@@ -12,7 +12,7 @@ import pytest
 import requests
 from dk_emulators.dingtalk import DEFAULT_PROCESS_CODE, DingTalkEmulator
 
-from dingtalk_kingdee.errors import DingTalkError, DingTalkUnavailable
+from dingtalk_kingdee.errors import DingTalkError, DingTalkQuotaExhausted, DingTalkUnavailable
 from dingtalk_kingdee.hooks.dingtalk import DingTalkHook, RetryPolicy, reset_shared_state
 
 CHINA = timezone(timedelta(hours=8))
@@ -420,3 +420,41 @@ def test_connection_test_button(dingtalk_emulator, dingtalk_conn_id, monkeypatch
     ok, message = DingTalkHook(bad_id).test_connection()
     assert not ok
     assert "40096" in message and "wrong-secret-1" not in message
+
+
+# ---- the call meter and the monthly quota ---------------------------------------------------
+def test_every_call_is_counted_per_api(dingtalk_emulator, dingtalk_conn_id) -> None:
+    dingtalk_emulator.add_instances(make_instances(45, now() - timedelta(days=2), now() - timedelta(hours=1)))
+    dingtalk_emulator.inject("busy", api="get", times=1)  # a retried call is a second HTTP call
+    hook = DingTalkHook(dingtalk_conn_id, retry_policy=FAST)
+
+    ids = list(hook.list_instance_ids("PROC-EXPENSE-DEMO", now() - timedelta(days=3), now()))
+    fetched = dict(hook.get_instances(ids[:5]))
+    hook.add_comment(ids[0], "manager4500", "已生成付款单")
+
+    assert len(ids) == 45 and len(fetched) == 5
+    assert hook.call_counts() == {"gettoken": 1, "processinstance/listids": 3, "processinstance/get": 6,
+                                  "process/instance/comment/add": 1}
+    assert hook.meter.metered() == 10  # gettoken is not metered
+    assert dingtalk_emulator.usage()["used"] == 9  # the emulator does not meter the faulted answer
+
+
+@pytest.mark.parametrize("wrap", ["plain", "wrapped"])
+def test_quota_raises_at_once_and_stops_the_hooks_calls(emulator_factory, monkeypatch, wrap) -> None:
+    emulator = emulator_factory(monthly_quota=2, wrap_errors=wrap)
+    emulator.add_instances(make_instances(3, now() - timedelta(days=1), now() - timedelta(hours=1)))
+    hook = DingTalkHook(set_connection(monkeypatch, "dingtalk_quota", emulator), retry_policy=FAST)
+    hook.get_instance("inst-000000")
+    hook.get_instance("inst-000001")
+
+    with pytest.raises(DingTalkQuotaExhausted, match="90020") as caught:
+        hook.get_instance("inst-000002")
+    assert isinstance(caught.value, DingTalkError)  # still a permanent DingTalk error
+    assert emulator.calls["get"] == 3  # no retry
+    # The hook makes no further call in this run: the quota stays spent until next month.
+    with pytest.raises(DingTalkQuotaExhausted):
+        list(hook.get_instances(["inst-000000", "inst-000001"]))
+    with pytest.raises(DingTalkQuotaExhausted):
+        hook.add_comment("inst-000000", "manager4500", "x")
+    assert emulator.calls["get"] == 3 and emulator.calls["comment_add"] == 0
+    assert hook.call_counts() == {"gettoken": 1, "processinstance/get": 3}

@@ -23,7 +23,7 @@ from typing import Any
 import requests
 from airflow.sdk import BaseHook
 
-from dingtalk_kingdee.errors import DingTalkError, DingTalkUnavailable
+from dingtalk_kingdee.errors import DingTalkError, DingTalkQuotaExhausted, DingTalkUnavailable
 from dingtalk_kingdee.hooks.dingtalk_answers import classify_answer, resolve_answer
 from dingtalk_kingdee.hooks.dingtalk_config import DingTalkConnectionConfig, RetryPolicy
 from dingtalk_kingdee.hooks.dingtalk_listing import (
@@ -35,6 +35,7 @@ from dingtalk_kingdee.hooks.dingtalk_listing import (
     split_slice,
     to_epoch_ms,
 )
+from dingtalk_kingdee.hooks.dingtalk_meter import CallMeter
 from dingtalk_kingdee.hooks.dingtalk_pacing import (
     RateLimiter,
     reset_shared_state,
@@ -132,6 +133,11 @@ class DingTalkHook(BaseHook):
         self._local = threading.local()
         self._open_sessions: list[requests.Session] = []
         self._sessions_lock = threading.Lock()
+        # Every HTTP call this hook makes, per API (the DingTalk call ledger reads it).
+        self.meter = CallMeter()
+        # Set by the first 90020 answer: later calls of this hook fail at once instead of spending
+        # a request each on a quota that stays spent until next month.
+        self._quota_error: DingTalkQuotaExhausted | None = None
 
     # ---- Airflow UI -------------------------------------------------------------------------
 
@@ -226,6 +232,9 @@ class DingTalkHook(BaseHook):
         sent_token: list[str] = []  # the token of the latest attempt, for refresh_auth
 
         def attempt() -> tuple[dict, ErrorResolution]:
+            spent = self._quota_error
+            if spent is not None:
+                raise DingTalkQuotaExhausted(spent.errcode, spent.errmsg, spent.sub_code, api)
             # Wait for the slot first, then read the token: a token read before a long wait in
             # the queue may expire before it is sent.
             limiter.acquire()
@@ -235,7 +244,13 @@ class DingTalkHook(BaseHook):
                 params = {"access_token": token}
             else:
                 params = {"appkey": config.app_key, "appsecret": config.app_secret}
-            return self._send(session, method, api, params, body)
+            self.meter.count(api)
+            answer, resolution = self._send(session, method, api, params, body)
+            if isinstance(resolution.error, DingTalkQuotaExhausted):
+                self._quota_error = resolution.error
+                self.log.error("DingTalk monthly call quota exhausted (errcode 90020) on %s: %s; no more "
+                               "DingTalk calls from this hook", api, resolution.message)
+            return answer, resolution
 
         def refresh_token(resolution: ErrorResolution) -> None:
             self.log.info("DingTalk refused the access token on %s (%s); fetching a new one", api,
@@ -254,6 +269,10 @@ class DingTalkHook(BaseHook):
             label=f"DingTalk {api}")
 
     # ---- public API -------------------------------------------------------------------------
+
+    def call_counts(self) -> dict[str, int]:
+        """HTTP calls this hook made so far, per API (``processinstance/get``, ``gettoken``, ...)."""
+        return self.meter.snapshot()
 
     def list_instance_ids(self, process_code: str, start: datetime, end: datetime) -> Iterator[str]:
         """Ids of the instances of ``process_code`` STARTED in [start, end], each once.

@@ -11,13 +11,14 @@ import enum
 import json
 from dataclasses import dataclass
 
-from dingtalk_kingdee.errors import DingTalkError
+from dingtalk_kingdee.errors import DingTalkError, DingTalkQuotaExhausted
 from dingtalk_kingdee.hooks.transport import SUCCESS, ErrorResolution, ResponseAction, redact
 
 # errcodes (plain, or as the string sub_code of a wrapping errcode 88)
 WRAPPER_ERRCODE = 88
 TOKEN_INVALID_CODES = frozenset({40001, 40014, 42001, 33001})
 THROTTLE_CODES = frozenset({90018, 90002})
+QUOTA_CODE = 90020  # the monthly quota: not retryable within the run (reference "Metered calls")
 BUSY_CODE = -1
 
 
@@ -123,6 +124,8 @@ _ACTIONS = {
 
 
 def answer_error(answer: Answer, api: str) -> DingTalkError:
+    if answer.errcode is not None and effective_errcode(answer.errcode, answer.sub_code) == QUOTA_CODE:
+        return DingTalkQuotaExhausted(answer.errcode, redact(answer.errmsg), answer.sub_code, api)
     return DingTalkError(answer.errcode if answer.errcode is not None else 0, redact(answer.errmsg),
                          answer.sub_code, api)
 

@@ -31,6 +31,10 @@ class DingTalkClient(Protocol):
         """Comment on the instance; ``DingTalkError`` if refused, ``DingTalkUnavailable`` if unanswered."""
         ...
 
+    def call_counts(self) -> dict[str, int]:
+        """HTTP calls made so far, per API (for the DingTalk call ledger)."""
+        ...
+
 
 class ModelError(Protocol):
     """One reason Kingdee gave for refusing a model."""
