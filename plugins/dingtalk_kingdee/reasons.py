@@ -24,6 +24,7 @@ class RejectReason(StrEnum):
     DUPLICATE_BUSINESS_ID = "duplicate_business_id"
     NOT_APPROVED = "not_approved"
     MALFORMED_PAYLOAD = "malformed_payload"
+    STAGING_REFUSED = "staging_refused"   # the staging database refused this claim's outcome (the error is kept)
     UNKNOWN_STATUS = "unknown_status"   # a status DingTalk does not document, still so after several reads
 
 
