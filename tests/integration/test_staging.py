@@ -139,9 +139,10 @@ def test_a_match_value_can_become_only_one_bill(staged):
     store_bills(staged, ["a"])
     other = staging.BillRecord("b", "Ba", "Ba", Decimal("1.00"), None, {})
     staged.store_answers({"b": answer("b")}, "r1")
-    with pytest.raises(sa.exc.IntegrityError):
-        staged.save_transform({"b": 1}, [other], [], [], "r1")
+    saved = staged.save_transform({"b": 1}, [other], [], [], "r1")
+    assert (saved.bills, saved.rejects) == (0, 1)
     assert set(staged.bills()) == {"a"}
+    assert staged.summary().rejected_by_reason == {"staging_refused": 1}
 
 
 def test_bills_in_doubt_respects_the_sending_lease(staged):

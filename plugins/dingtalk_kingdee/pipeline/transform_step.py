@@ -10,8 +10,9 @@ import pandas as pd
 from sqlalchemy.engine import Engine
 
 from dingtalk_kingdee.pipeline.run import Run
+from dingtalk_kingdee.reasons import RejectReason
 from dingtalk_kingdee.scheme import Scheme
-from dingtalk_kingdee.staging import BillRecord, RejectRecord, RowRecord, SchemeStaging
+from dingtalk_kingdee.staging import BillRecord, ClaimToTransform, RejectRecord, RowRecord, SchemeStaging
 from dingtalk_kingdee.transform import transform_claims
 
 log = logging.getLogger(__name__)
@@ -33,13 +34,15 @@ def transform(scheme: Scheme, engine: Engine, run: Run) -> dict:
         if not batch:
             break
         after = batch[-1].instance_id
-        ids = [c.instance_id for c in batch]
-        raw = pd.DataFrame({"instance_id": ids, "payload": [c.payload for c in batch]})
-        business_ids = [str(c.payload.get("business_id") or "") for c in batch if isinstance(c.payload, dict)]
+        unreadable = _with_nul(batch)
+        clean = [c for c in batch if c.instance_id not in unreadable]
+        ids = [c.instance_id for c in clean]
+        raw = pd.DataFrame({"instance_id": ids, "payload": [c.payload for c in clean]})
+        business_ids = [str(c.payload.get("business_id") or "") for c in clean if isinstance(c.payload, dict)]
         result = transform_claims(raw, scheme, staged.billed_business_ids(business_ids, exclude=ids))
         saved = staged.save_transform(
             {c.instance_id: c.version for c in batch}, _bill_records(result.bills),
-            _reject_records(result.rejects), _row_records(result.rows), run.run_id,
+            [*_reject_records(result.rejects), *unreadable.values()], _row_records(result.rows), run.run_id,
         )
         totals["claims"] += len(batch)
         totals["bills"] += saved.bills
@@ -48,6 +51,43 @@ def transform(scheme: Scheme, engine: Engine, run: Run) -> dict:
         log.info("transform: %d claims so far → %d bills, %d rejected", totals["claims"], totals["bills"],
                  totals["rejected"])
     return totals
+
+
+def _with_nul(batch: list[ClaimToTransform]) -> dict[str, RejectRecord]:
+    """A ``malformed_payload`` reject for each claim with a NUL character anywhere in its answer.
+
+    No valid DingTalk text holds one; PostgreSQL cannot store it in a text column and Kingdee's
+    FilterString refuses it, so such a claim could only fail later, and for its whole chunk.
+    """
+    found: dict[str, RejectRecord] = {}
+    for claim in batch:
+        where = _nul_at(claim.payload)
+        if where is not None:
+            business_id = claim.payload.get("business_id") if isinstance(claim.payload, dict) else None
+            found[claim.instance_id] = RejectRecord(
+                instance_id=claim.instance_id, business_id=str(business_id) if business_id else None, field=where,
+                reason_code=RejectReason.MALFORMED_PAYLOAD,
+                reason=f"claim {claim.instance_id}: the answer holds a NUL character in {where!r}")
+    return found
+
+
+def _nul_at(payload: object) -> str | None:
+    """Where (a dotted path) the first string holding a NUL is, keys included; None if nowhere.
+    Iterative: a deeply nested answer must not hit the recursion limit."""
+    stack: list[tuple[str, object]] = [("", payload)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, str):
+            if "\x00" in value:
+                return path or "(answer)"
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if "\x00" in str(key):
+                    return f"{path}.{key}".lstrip(".")
+                stack.append((f"{path}.{key}".lstrip("."), item))
+        elif isinstance(value, list):
+            stack.extend((f"{path}[{i}]", item) for i, item in enumerate(value))
+    return None
 
 
 def _bill_records(bills_frame: pd.DataFrame) -> list[BillRecord]:

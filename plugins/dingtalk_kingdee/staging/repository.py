@@ -10,15 +10,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import uuid
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.ext.compiler import compiles
 
 from dingtalk_kingdee.money import from_cents, to_cents
+from dingtalk_kingdee.reasons import RejectReason
 from dingtalk_kingdee.staging.records import (
     BillInDoubt,
     BillRecord,
@@ -47,10 +53,27 @@ from dingtalk_kingdee.staging.states import (
 )
 from dingtalk_kingdee.staging.tables import bills, instances, rejects, rows, writeback
 
-# Ids per IN (...) list: well inside every driver's parameter limit.
+log = logging.getLogger(__name__)
+
+# Ids per expanded IN (...) list; longer lists are bound as one array value (``among``).
 IN_CHUNK = 500
+# Bound values per statement: PostgreSQL takes at most 65,535, SQLite (3.32+) 32,766; a multi-row
+# INSERT of a big chunk (2,000 claims x 6 rows x 7 columns) is split to stay far below both.
+PARAMS_PER_STATEMENT = 10_000
+# What a BIGINT of cents holds; an amount beyond it is refused, never wrapped.
+MAX_CENTS = 2**63 - 1
+# Sums are taken in two parts (whole units of this many cents, and the rest) so that no partial sum
+# can overflow a 64-bit integer (SQLite's SUM raises "integer overflow"); the total is exact in Python.
+_SUM_SPLIT = 10**9
+# dk_instances.business_id is an indexed copy for lookups; the payload keeps the whole value. A longer
+# one would pass PostgreSQL's B-tree entry limit (about 2,700 bytes) and refuse the claim.
+MAX_INDEXED_TEXT = 512
+# The database errors that mean "this data", not "this connection" or "this lock": SQLSTATE classes
+# 22 (data exception), 23 (integrity constraint) and 54 (program limit, e.g. an index entry too big).
+_DATA_SQLSTATES = frozenset({"22", "23", "54"})
 
 T = TypeVar("T")
+R = TypeVar("R", BillRecord, RejectRecord, RowRecord)
 
 
 def now() -> datetime:
@@ -62,15 +85,118 @@ def chunked(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
         yield items[start:start + size]
 
 
-def _insert_missing(conn: Connection, table: sa.Table, values: list[dict], keys: Sequence[str]) -> None:
-    """INSERT ... ON CONFLICT (keys) DO NOTHING (PostgreSQL and SQLite): rows already there stay."""
+def storable(value: T) -> T:
+    """Text the database can hold: PostgreSQL refuses NUL in text, so a NUL is kept as the JSON escape
+    ``\\u0000`` (the payload, a JSON text, holds it escaped the same way)."""
+    if isinstance(value, str) and "\x00" in value:
+        return value.replace("\x00", "\\u0000")  # type: ignore[return-value]
+    return value
+
+
+def _storable_row(values: dict) -> dict:
+    return {k: storable(v) for k, v in values.items()}
+
+
+def among(column: sa.ColumnElement, ids: Iterable[str]) -> sa.ColumnElement[bool]:
+    """``column IN ids``; a long list is bound as one value (a text array on PostgreSQL, a JSON array on
+    SQLite), so it may be as long as it likes: an expanded ``IN (...)`` binds one value per id and
+    PostgreSQL refuses more than 65,535 in a statement."""
+    ids = [storable(i) for i in ids]
+    if len(ids) <= IN_CHUNK:
+        return column.in_(ids)
+    return _AmongMany(column, ids)
+
+
+class _AmongMany(sa.sql.expression.ColumnElement):
+    """``column = ANY(:array)`` on PostgreSQL, ``column IN (SELECT value FROM json_each(:json))`` elsewhere:
+    the dialect is known only when the statement compiles."""
+
+    inherit_cache = False
+    type = sa.Boolean()
+
+    def __init__(self, column: sa.ColumnElement, ids: list[str]) -> None:
+        self.column, self.ids = column, ids
+
+
+@compiles(_AmongMany)
+def _among_json(element: _AmongMany, compiler: Any, **kw: Any) -> str:
+    values = sa.func.json_each(sa.literal(json.dumps(element.ids), type_=sa.Text)).table_valued("value")
+    return compiler.process(element.column.in_(sa.select(values.c.value)), **kw)
+
+
+@compiles(_AmongMany, "postgresql")
+def _among_array(element: _AmongMany, compiler: Any, **kw: Any) -> str:
+    return compiler.process(element.column == sa.any_(sa.literal(element.ids, type_=ARRAY(sa.Text))), **kw)
+
+
+def _insert_rows(conn: Connection, table: sa.Table, values: list[dict],
+                 conflict_keys: Sequence[str] | None = None) -> None:
+    """INSERT ``values`` (NUL made storable) in statements small enough for every driver's parameter
+    limit. With ``conflict_keys``: ON CONFLICT (keys) DO NOTHING, rows already there stay."""
     if not values:
         return
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    conn.execute(insert(table).values(values).on_conflict_do_nothing(index_elements=list(keys)))
+    insert = postgresql_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    per_statement = max(1, PARAMS_PER_STATEMENT // len(values[0]))
+    for part in chunked(values, per_statement):
+        statement = insert(table).values([_storable_row(v) for v in part])
+        if conflict_keys:
+            statement = statement.on_conflict_do_nothing(index_elements=list(conflict_keys))
+        conn.execute(statement)
+
+
+def refused_by_data(exc: sa.exc.DBAPIError) -> bool:
+    """The database refused the statement's data (a constraint, a value, a size limit), not the
+    connection or a lock: the same data fails the same way every time."""
+    if exc.connection_invalidated:
+        return False
+    if isinstance(exc, sa.exc.IntegrityError | sa.exc.DataError):
+        return True
+    return (getattr(exc.orig, "sqlstate", None) or "")[:2] in _DATA_SQLSTATES
+
+
+def first_line(exc: BaseException) -> str:
+    """The database's own message, first line only (the DETAIL lines may quote the data at length)."""
+    orig = getattr(exc, "orig", None) or exc
+    text = str(orig).splitlines()[0][:200] if str(orig) else ""
+    return f"{type(orig).__name__}: {text}"
+
+
+def _exact_sum(column: sa.ColumnElement, label: str) -> list[sa.ColumnElement]:
+    """Two SUMs whose combination (``_combined``) is the exact sum of ``column`` (see ``_SUM_SPLIT``).
+    Integer division and remainder truncate toward zero on both databases, so negatives add up too."""
+    return [sa.func.sum(column // _SUM_SPLIT).label(f"{label}_hi"),
+            sa.func.sum(column % _SUM_SPLIT).label(f"{label}_lo")]
+
+
+def _combined(row: Any, label: str) -> int:
+    return int(getattr(row, f"{label}_hi") or 0) * _SUM_SPLIT + int(getattr(row, f"{label}_lo") or 0)
+
+
+def _within_range(new_bills: Sequence[BillRecord]) -> tuple[list[BillRecord], list[RejectRecord]]:
+    """The bills whose amount staging holds exactly, and a reject for each of the others (never wrapped)."""
+    kept: list[BillRecord] = []
+    refused: list[RejectRecord] = []
+    for b in new_bills:
+        try:
+            cents = to_cents(b.amount)
+        except ValueError:
+            refused.append(RejectRecord(b.instance_id, b.business_id, "amount", RejectReason.AMOUNT_PRECISION,
+                                        f"claim {b.instance_id}: amount {b.amount} has more than two decimals"))
+            continue
+        if abs(cents) > MAX_CENTS:
+            refused.append(RejectRecord(b.instance_id, b.business_id, "amount", RejectReason.AMOUNT_OVER_LIMIT,
+                                        f"claim {b.instance_id}: amount {b.amount} is more than staging holds "
+                                        f"exactly ({from_cents(MAX_CENTS)})"))
+            continue
+        kept.append(b)
+    return kept, refused
+
+
+def _by_claim(records: Iterable[R]) -> dict[str, list[R]]:
+    grouped: dict[str, list[R]] = {}
+    for record in records:
+        grouped.setdefault(record.instance_id, []).append(record)
+    return grouped
 
 
 def _staged_bill(row: Any) -> StagedBill:
@@ -135,10 +261,42 @@ class SchemeStaging:
     def store_answers(self, answers: Mapping[str, dict], run_id: str) -> int:
         """Store DingTalk's detail answers; bump ``payload_version`` where the answer changed.
 
-        Returns how many claims are new or changed.
+        Returns how many claims are new or changed. The answers are stored in one transaction; if the
+        database refuses one claim's data, claim by claim, and a claim that cannot be stored at all
+        (an instance id with a NUL, or too long for the key's index) is left out with a warning.
         """
+        answers = self._storable_answers(answers)
         if not answers:
             return 0
+        try:
+            return self._store_answers(answers, run_id)
+        except sa.exc.DBAPIError as exc:
+            if not refused_by_data(exc):
+                raise
+            log.warning("staging: %d answers refused together (%s): storing them one by one", len(answers),
+                        first_line(exc))
+        changed = 0
+        for instance_id, answer in answers.items():
+            try:
+                changed += self._store_answers({instance_id: answer}, run_id)
+            except sa.exc.DBAPIError as exc:
+                if not refused_by_data(exc):
+                    raise
+                log.warning("staging: claim %.80r cannot be stored, left out (%s)", instance_id, first_line(exc))
+        return changed
+
+    @staticmethod
+    def _storable_answers(answers: Mapping[str, dict]) -> dict[str, dict]:
+        """The answers whose instance id can be a key (no NUL: it would not be the same id once escaped)."""
+        kept = {}
+        for instance_id, answer in answers.items():
+            if "\x00" in instance_id:
+                log.warning("staging: claim %.80r has a NUL in its instance id: left out", instance_id)
+                continue
+            kept[instance_id] = answer
+        return kept
+
+    def _store_answers(self, answers: Mapping[str, dict], run_id: str) -> int:
         changed = 0
         stamp = now()
         with self.engine.begin() as conn:
@@ -147,16 +305,20 @@ class SchemeStaging:
                 r.instance_id: (r.payload, r.payload_version)
                 for r in conn.execute(
                     sa.select(instances.c.instance_id, instances.c.payload, instances.c.payload_version).where(
-                        instances.c.scheme_id == self.scheme_id, instances.c.instance_id.in_(list(answers))))
+                        instances.c.scheme_id == self.scheme_id, among(instances.c.instance_id, answers)))
             }
             for instance_id, answer in answers.items():
+                # JSON escapes every control character (NUL as \u0000): the payload text is always storable.
                 payload = json.dumps(answer, ensure_ascii=False, sort_keys=True)
                 status = str(answer.get("status") or "")
-                values = dict(
-                    business_id=answer.get("business_id") or None, status=status,
+                business_id = answer.get("business_id") or None
+                if isinstance(business_id, str) and len(business_id) > MAX_INDEXED_TEXT:
+                    business_id = None  # the payload has it; the transform rejects it by its own rules
+                values = _storable_row(dict(
+                    business_id=business_id, status=status,
                     result=str(answer.get("result") or ""), is_final=status in FINAL_STATUSES, payload=payload,
                     last_seen_at=stamp, last_fetched_at=stamp, last_seen_run=run_id,
-                )
+                ))
                 if instance_id not in existing:
                     conn.execute(instances.insert().values(
                         scheme_id=self.scheme_id, instance_id=instance_id, payload_version=1,
@@ -190,7 +352,7 @@ class SchemeStaging:
             due = sa.or_(due, rejected, refused)
         cond = [instances.c.scheme_id == sid, instances.c.is_final.is_(True), instances.c.instance_id > after, due]
         if instance_ids is not None:
-            cond.append(instances.c.instance_id.in_(list(instance_ids)))
+            cond.append(among(instances.c.instance_id, instance_ids))
         query = (sa.select(instances.c.instance_id, instances.c.payload, instances.c.payload_version)
                  .where(*cond).order_by(instances.c.instance_id).limit(limit))
         with self.engine.connect() as conn:
@@ -213,7 +375,7 @@ class SchemeStaging:
         skip = set(exclude)
         found: dict[str, str] = {}
         with self.engine.connect() as conn:
-            for part in chunked(sorted({b for b in business_ids if b}), IN_CHUNK):
+            for part in chunked(sorted({storable(b) for b in business_ids if b}), IN_CHUNK):
                 query = sa.select(bills.c.business_id, bills.c.instance_id).where(
                     bills.c.scheme_id == self.scheme_id, bills.c.business_id.in_(part))
                 found.update({r.business_id: r.instance_id for r in conn.execute(query) if r.instance_id not in skip})
@@ -226,15 +388,48 @@ class SchemeStaging:
 
         A claim whose bill may already be in Kingdee (sending / unknown / loaded) is never touched
         again: its bill stands as sent, and a new outcome for it is ignored. Pending or failed bills
-        are replaced.
+        are replaced. A bill whose amount staging cannot hold exactly is a reject. If the database
+        refuses the chunk for one claim's data, the chunk is stored claim by claim and only the
+        refused claim becomes a reject (``staging_refused``, with the database's message).
         """
+        new_bills, out_of_range = _within_range(new_bills)
+        new_rejects = [*new_rejects, *out_of_range]
+        try:
+            return self._save_chunk(versions, new_bills, new_rejects, new_rows, run_id)
+        except sa.exc.DBAPIError as exc:
+            if not refused_by_data(exc):
+                raise
+            log.warning("staging: a chunk of %d claims was refused (%s): storing it claim by claim", len(versions),
+                        first_line(exc))
+        bills_of, rejects_of, rows_of = _by_claim(new_bills), _by_claim(new_rejects), _by_claim(new_rows)
+        totals = SavedTransform(0, 0, 0)
+        for instance_id, version in versions.items():
+            outcome = ({instance_id: version}, bills_of.get(instance_id, []), rejects_of.get(instance_id, []))
+            try:
+                saved = self._save_chunk(*outcome, rows_of.get(instance_id, []), run_id)
+            except sa.exc.DBAPIError as exc:
+                if not refused_by_data(exc):
+                    raise
+                log.warning("staging: claim %.80r refused (%s): rejected", instance_id, first_line(exc))
+                business_id = next((r.business_id for r in (*outcome[1], *outcome[2]) if r.business_id), None)
+                refused = RejectRecord(instance_id, business_id, None, RejectReason.STAGING_REFUSED,
+                                       f"claim {instance_id}: the staging database refused its outcome "
+                                       f"({first_line(exc)})")
+                saved = self._save_chunk({instance_id: version}, [], [refused], [], run_id)
+            totals = SavedTransform(totals.bills + saved.bills, totals.rejects + saved.rejects,
+                                    totals.kept_sent + saved.kept_sent)
+        return totals
+
+    def _save_chunk(self, versions: Mapping[str, int], new_bills: Sequence[BillRecord],
+                    new_rejects: Sequence[RejectRecord], new_rows: Sequence[RowRecord], run_id: str,
+                    ) -> SavedTransform:
         sid = self.scheme_id
         stamp = now()
         claim_ids = list(versions)
         with self.engine.begin() as conn:
             self._lock(conn)
             locked = set(conn.execute(sa.select(bills.c.instance_id).where(
-                bills.c.scheme_id == sid, bills.c.instance_id.in_(claim_ids), bills.c.state.in_(MAY_BE_IN_KINGDEE),
+                bills.c.scheme_id == sid, among(bills.c.instance_id, claim_ids), bills.c.state.in_(MAY_BE_IN_KINGDEE),
             )).scalars())
             for part in chunked([i for i in claim_ids if i not in locked], IN_CHUNK):
                 conn.execute(rejects.delete().where(rejects.c.scheme_id == sid, rejects.c.instance_id.in_(part)))
@@ -251,21 +446,20 @@ class SchemeStaging:
                 for b in new_bills if b.instance_id not in locked
             ]
             # A row still there was sent meanwhile: keep it. (A clash on match_value still raises.)
-            _insert_missing(conn, bills, bill_values, ("scheme_id", "instance_id"))
+            _insert_rows(conn, bills, bill_values, ("scheme_id", "instance_id"))
             reject_values = [
                 dict(scheme_id=sid, instance_id=r.instance_id, business_id=r.business_id, field=r.field,
                      reason_code=r.reason_code, reason=r.reason, created_at=stamp, run_id=run_id)
                 for r in new_rejects if r.instance_id not in locked
             ]
-            if reject_values:
-                conn.execute(rejects.insert(), reject_values)
+            _insert_rows(conn, rejects, reject_values)
             row_values = [
                 dict(scheme_id=sid, instance_id=r.instance_id, table_path=r.table_path, row_key=r.row_key,
                      parent_row_key=r.parent_row_key, row_index=r.row_index,
                      cells=json.dumps(r.cells, ensure_ascii=False, default=str))
                 for r in new_rows
             ]
-            _insert_missing(conn, rows, row_values, ("scheme_id", "instance_id", "table_path", "row_key"))
+            _insert_rows(conn, rows, row_values, ("scheme_id", "instance_id", "table_path", "row_key"))
             for instance_id, version in versions.items():
                 conn.execute(instances.update().where(
                     instances.c.scheme_id == sid, instances.c.instance_id == instance_id,
@@ -285,7 +479,7 @@ class SchemeStaging:
                 sa.or_(bills.c.state == BillState.UNKNOWN,
                        sa.and_(bills.c.state == BillState.SENDING, bills.c.sent_at < now() - lease))]
         if instance_ids is not None:
-            cond.append(bills.c.instance_id.in_(list(instance_ids)))
+            cond.append(among(bills.c.instance_id, instance_ids))
         with self.engine.connect() as conn:
             return [BillInDoubt(r.instance_id, r.match_value) for r in conn.execute(
                 sa.select(bills.c.instance_id, bills.c.match_value).where(*cond).order_by(bills.c.instance_id))]
@@ -303,12 +497,12 @@ class SchemeStaging:
             self._lock(conn)  # never between a transform's look at sent bills and its rewrite
             cond = [bills.c.scheme_id == sid, bills.c.state.in_(SENDABLE)]
             if instance_ids is not None:
-                cond.append(bills.c.instance_id.in_(list(instance_ids)))
+                cond.append(among(bills.c.instance_id, instance_ids))
             candidates = list(conn.execute(
                 sa.select(bills.c.instance_id).where(*cond).order_by(bills.c.instance_id).limit(limit)).scalars())
             if candidates:
                 conn.execute(bills.update()
-                             .where(bills.c.scheme_id == sid, bills.c.instance_id.in_(candidates),
+                             .where(bills.c.scheme_id == sid, among(bills.c.instance_id, candidates),
                                     bills.c.state.in_(SENDABLE))
                              .values(state=BillState.SENDING, claim_token=token, sent_at=stamp, updated_at=stamp,
                                      attempts=bills.c.attempts + 1))
@@ -383,7 +577,7 @@ class SchemeStaging:
         if state is not None:
             cond.append(bills.c.state == state)
         if instance_ids is not None:
-            cond.append(bills.c.instance_id.in_(list(instance_ids)))
+            cond.append(among(bills.c.instance_id, instance_ids))
         with self.engine.connect() as conn:
             return {r.instance_id: _staged_bill(r)
                     for r in conn.execute(sa.select(bills).where(*cond).order_by(bills.c.instance_id))}
@@ -406,7 +600,7 @@ class SchemeStaging:
                      comment_state=CommentState.PENDING if comments_enabled else CommentState.OFF)
                 for b in missing
             ]
-            _insert_missing(conn, writeback, values, ("scheme_id", "instance_id"))
+            _insert_rows(conn, writeback, values, ("scheme_id", "instance_id"))
         return len(values)
 
     def comments_to_post(self, instance_ids: Collection[str] | None = None) -> list[CommentToPost]:
@@ -414,7 +608,7 @@ class SchemeStaging:
         not posted again by itself: an employee seeing "paid" twice is worse than a missing note."""
         cond = [writeback.c.scheme_id == self.scheme_id, writeback.c.comment_state == CommentState.PENDING]
         if instance_ids is not None:
-            cond.append(writeback.c.instance_id.in_(list(instance_ids)))
+            cond.append(among(writeback.c.instance_id, instance_ids))
         query = (sa.select(writeback, instances.c.payload)
                  .join(instances, sa.and_(instances.c.scheme_id == writeback.c.scheme_id,
                                           instances.c.instance_id == writeback.c.instance_id))
@@ -460,7 +654,7 @@ class SchemeStaging:
                     .where(*inst_cond).group_by(instances.c.status, instances.c.result))
             }
             bill_rows = conn.execute(
-                sa.select(bills.c.state, sa.func.count().label("n"), sa.func.sum(bills.c.amount_cents).label("cents"))
+                sa.select(bills.c.state, sa.func.count().label("n"), *_exact_sum(bills.c.amount_cents, "cents"))
                 .where(bills.c.scheme_id == sid, bills.c.instance_id.in_(seen)).group_by(bills.c.state)).all()
             reject_rows = conn.execute(
                 sa.select(rejects.c.reason_code, sa.func.count(sa.distinct(rejects.c.instance_id)).label("n"))
@@ -481,7 +675,7 @@ class SchemeStaging:
                          if s == InstanceStatus.COMPLETED and r == InstanceResult.AGREE),
             still_running=sum(n for (s, _), n in status_counts.items() if s in OPEN_STATUSES),
             bills_by_state={BillState(r.state): r.n for r in bill_rows},
-            money_by_state={BillState(r.state): from_cents(r.cents) for r in bill_rows},
+            money_by_state={BillState(r.state): from_cents(_combined(r, "cents")) for r in bill_rows},
             rejected_by_reason={r.reason_code: r.n for r in reject_rows},
             comments_by_state={CommentState(r.comment_state): r.n for r in comment_rows},
             rejected_claims=[RejectedClaim(r.instance_id, r.business_id, r.reason_code, r.reason) for r in rejected],
