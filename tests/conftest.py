@@ -35,3 +35,14 @@ def staging_url(tmp_path) -> str:
     with admin.connect() as conn:
         conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     admin.dispose()
+
+
+@pytest.fixture
+def engine(staging_url):
+    """The staging engine on ``staging_url``, its tables created."""
+    from dingtalk_kingdee import staging
+
+    engine = staging.connect(staging_url)
+    yield engine
+    engine.dispose()
+    staging.get_engine.cache_clear()

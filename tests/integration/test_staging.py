@@ -28,14 +28,6 @@ def bill(instance_id: str, amount: str = "10.50") -> staging.BillRecord:
 
 
 @pytest.fixture
-def engine(staging_url):
-    engine = staging.connect(staging_url)
-    yield engine
-    engine.dispose()
-    staging.get_engine.cache_clear()
-
-
-@pytest.fixture
 def staged(engine) -> SchemeStaging:
     return SchemeStaging(engine, SCHEME)
 

@@ -36,11 +36,8 @@ def six_rows(instance_id: str) -> list[RowRecord]:
 
 
 @pytest.fixture
-def staged(staging_url):
-    engine = staging.connect(staging_url)
-    yield SchemeStaging(engine, SCHEME)
-    engine.dispose()
-    staging.get_engine.cache_clear()
+def staged(engine):
+    return SchemeStaging(engine, SCHEME)
 
 
 def store(staged: SchemeStaging, answers: dict[str, dict]) -> None:

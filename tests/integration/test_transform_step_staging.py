@@ -7,7 +7,6 @@ import copy
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import pytest
 from dk_emulators.dingtalk.seed import SeedConfig, generate_claims
 
 from dingtalk_kingdee import pipeline, staging
@@ -16,14 +15,6 @@ from dingtalk_kingdee.scheme import load_scheme
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEME = load_scheme(ROOT / "include" / "schemes" / "expense_to_paybill.yaml")
-
-
-@pytest.fixture
-def engine(staging_url):
-    engine = staging.connect(staging_url)
-    yield engine
-    engine.dispose()
-    staging.get_engine.cache_clear()
 
 
 def payable_claims(count: int) -> dict[str, dict]:
