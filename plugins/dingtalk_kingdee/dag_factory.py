@@ -181,13 +181,8 @@ def build_dag(scheme: Scheme) -> DAG:
             ctx = get_current_context()
             run = pipeline.Run.from_xcom(plan)
             steps = {tid: ctx["ti"].xcom_pull(task_ids=tid) for tid in STEP_TASKS}
-            summary = pipeline.report(scheme, _engine(), run, steps)
-            alert = DingTalkRobotNotifier.for_rejects(scheme.id, run.run_id, summary)
-            if alert and not run.dry_run:
-                try:
-                    alert.notify(ctx)  # notify, not __call__: the reject reasons are data, not templates
-                except Exception as exc:  # an alert must not fail the report
-                    summary["alert_error"] = str(exc)
+            # notify, not __call__: the problem texts are data, never templates
+            summary = pipeline.report(scheme, _engine(), run, steps, alert=DingTalkRobotNotifier.sender(ctx))
             summary.pop("text", None)
             return summary
 

@@ -1,4 +1,4 @@
-"""``DingTalkRobotNotifier``: failure and reject alerts through a DingTalk group robot.
+"""``DingTalkRobotNotifier``: failure and problem alerts through a DingTalk group robot.
 
 It posts markdown through the dingding provider's hook (connection type ``dingding``, the robot's
 webhook token as password). Alerts are off unless the robot connection (``settings.robot_conn_id``
@@ -9,14 +9,15 @@ Two uses:
 * ``on_failure_callback=DingTalkRobotNotifier()``: without a text, it describes the failed task of
   the callback's context. Called as a callback it never raises: an alert must not hide (or
   replace) the failure it reports.
-* ``DingTalkRobotNotifier.for_rejects(...)``: the claims a run could not turn into bills; the
-  report task calls its ``notify`` and records a delivery failure in its summary.
+* ``DingTalkRobotNotifier.sender(context)``: the report's alert of the claims that need a person
+  (``pipeline.problems`` chooses and words them, the alert ledger keeps them from repeating); a
+  delivery failure is recorded in the report's summary.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from airflow.sdk import BaseHook, BaseNotifier
@@ -51,21 +52,6 @@ def failure_message(context: Mapping[str, Any]) -> tuple[str, str]:
     return title, text
 
 
-def reject_message(scheme_id: str, run_id: str, summary: Mapping[str, Any],
-                   max_listed: int = 20) -> tuple[str, str] | None:
-    """(title, markdown) listing a run's rejected claims; None when there are none."""
-    rejected = summary.get("rejected_claims") or []
-    if not rejected:
-        return None
-    title = f"{scheme_id}: {len(rejected)} 条报销未能生成付款单"
-    lines = [f"### {title}", "", f"run `{run_id}`", ""]
-    for r in rejected[:max_listed]:
-        lines.append(f"- {r['business_id'] or r['instance_id']}: [{r['reason_code']}] {r['reason']}")
-    if len(rejected) > max_listed:
-        lines.append(f"- ... {len(rejected) - max_listed} more")
-    return title, "\n".join(lines)
-
-
 class DingTalkRobotNotifier(BaseNotifier):
     """Post a markdown message to a DingTalk group robot.
 
@@ -84,14 +70,12 @@ class DingTalkRobotNotifier(BaseNotifier):
         self.text = text
 
     @classmethod
-    def for_rejects(cls, scheme_id: str, run_id: str, summary: Mapping[str, Any],
-                    robot_conn_id: str | None = None) -> DingTalkRobotNotifier | None:
-        """The alert for a run's rejected claims; None when nothing was rejected."""
-        message = reject_message(scheme_id, run_id, summary)
-        if message is None:
-            return None
-        title, text = message
-        return cls(robot_conn_id=robot_conn_id, title=title, text=text)
+    def sender(cls, context: Any, robot_conn_id: str | None = None) -> Callable[[str, str], bool]:
+        """``send(title, text)`` for the report's alert: True when sent, False when no robot is configured."""
+        def send(title: str, text: str) -> bool:
+            return cls(robot_conn_id=robot_conn_id, title=title, text=text).notify(context)
+
+        return send
 
     @property
     def conn_id(self) -> str:

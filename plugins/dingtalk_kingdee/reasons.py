@@ -33,3 +33,37 @@ MAPPING_REASONS = frozenset({
     RejectReason.UNMAPPED_EMPLOYEE, RejectReason.UNMAPPED_DEPARTMENT, RejectReason.UNMAPPED_EXPENSE_ITEM,
     RejectReason.UNMAPPED_VALUE,
 })
+
+
+class BillProblem(StrEnum):
+    """What can befall a bill after the transform, named like the reject reasons in reports and alerts."""
+
+    KINGDEE_REFUSED = "kingdee_refused"   # Kingdee refused the model: the bill is ``failed``
+    OUTCOME_UNKNOWN = "outcome_unknown"   # a save got no answer: the bill is ``unknown`` until looked up
+
+
+class RunProblem(StrEnum):
+    """What can stop a run (not one claim), named the same way."""
+
+    TASK_FAILED = "task_failed"           # a task failed after its last retry
+
+
+# Normal business, nothing to fix (the approver refused, the employee withdrew): counted in reports,
+# listed last, never alerted.
+ROUTINE_REASONS = frozenset({RejectReason.NOT_APPROVED})
+
+# What needs a person to act: alerted (each claim once per code until it changes) and listed first.
+# Other rejects (a bad amount, a duplicate) are reported, not alerted: the claim itself must change.
+ACTIONABLE_REASONS = frozenset({
+    *MAPPING_REASONS, BillProblem.KINGDEE_REFUSED, BillProblem.OUTCOME_UNKNOWN, RunProblem.TASK_FAILED,
+})
+
+
+def is_actionable(code: str) -> bool:
+    """Whether a reject reason or problem code needs a person (and is alerted)."""
+    return code in ACTIONABLE_REASONS
+
+
+def is_routine(code: str) -> bool:
+    """Whether a reject reason is a normal business outcome (reported, never alerted, listed last)."""
+    return code in ROUTINE_REASONS

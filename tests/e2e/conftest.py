@@ -55,9 +55,10 @@ class World:
         kwargs.setdefault("window_end", self.now)
         return pipeline.Run(run_id=kwargs.pop("run_id", f"test_run_{self.runs}"), **kwargs)
 
-    def run(self, scheme: Scheme | None = None, **kwargs) -> dict:
+    def run(self, scheme: Scheme | None = None, alert=None, **kwargs) -> dict:
         dingtalk, kingdee = self.hooks()
-        return pipeline.run_all(scheme or self.scheme, dingtalk, kingdee, self.engine, self.make_run(**kwargs))
+        return pipeline.run_all(scheme or self.scheme, dingtalk, kingdee, self.engine, self.make_run(**kwargs),
+                                alert=alert)
 
     def bills(self) -> list[dict]:
         return self.kingdee.bills("AP_PAYBILL")

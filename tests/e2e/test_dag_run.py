@@ -92,16 +92,26 @@ def test_a_lost_answer_fails_load_and_the_cleared_task_settles_it(world, build_d
     assert set(world.bills_by_business_id()) == payable
 
 
-def test_the_report_alerts_the_group_robot_with_the_rejected_claims(world, build_dag, monkeypatch):
+def test_the_report_alerts_the_group_robot_with_what_needs_a_person_once(world_factory, build_dag, monkeypatch):
     from dk_emulators.dingtalk import DEMO_ROBOT_TOKEN
 
+    from dingtalk_kingdee.reasons import MAPPING_REASONS
+
+    world = world_factory(count=80, seed=11, edge_rate=0.3)
     monkeypatch.setenv("AIRFLOW_CONN_DINGDING_DEFAULT", json.dumps(
         {"conn_type": "dingding", "host": world.dingtalk.base_url, "password": DEMO_ROBOT_TOKEN}))
-    dag_run = trigger(world, build_dag(world.scheme))
+    dag = build_dag(world.scheme)
+    dag_run = trigger(world, dag)
     assert str(dag_run.state) == "success", task_states(dag_run)
     [message] = world.dingtalk.robot_messages
     text = message["markdown"]["text"]
-    rejected = [c for c in world.seed if c.truth.expected_reject and c.truth.late_approval_at is None]
-    assert rejected
-    for claim in rejected[:20]:
+    final = [c for c in world.seed if c.truth.late_approval_at is None]
+    gaps = [c for c in final if c.truth.expected_reject in MAPPING_REASONS]
+    assert gaps and message["markdown"]["title"] == f"expense_to_paybill: {len(gaps)} 条报销需要处理"
+    for claim in gaps:
         assert claim.instance["business_id"] in text
+    for claim in (c for c in final if c.truth.expected_reject == "not_approved"):
+        assert claim.instance["business_id"] not in text
+    dag_run = trigger(world, dag)  # the next hour: nothing new, no alert
+    assert str(dag_run.state) == "success", task_states(dag_run)
+    assert len(world.dingtalk.robot_messages) == 1

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 from dk_emulators.dingtalk import DEMO_ROBOT_TOKEN
 
-from dingtalk_kingdee.notifications import DingTalkRobotNotifier, reject_message
+from dingtalk_kingdee.notifications import DingTalkRobotNotifier
 
 
 @pytest.fixture
@@ -53,27 +53,19 @@ def test_a_refused_alert_never_hides_the_failure(robot, dingtalk_emulator, caplo
         DingTalkRobotNotifier(robot_conn_id="dingding_default", title="t", text="x").notify({})
 
 
-def test_reject_alert_lists_the_rejected_claims():
-    summary = {"rejected_claims": [
-        {"instance_id": "i1", "business_id": "202403051012000123456", "reason_code": "unmapped_employee",
-         "reason": "no Kingdee employee for DingTalk user newhire9001"}]}
-    title, text = reject_message("expense_to_paybill", "r1", summary)
-    assert "1" in title
-    assert "202403051012000123456" in text and "unmapped_employee" in text and "newhire9001" in text
-    assert reject_message("expense_to_paybill", "r1", {"rejected_claims": []}) is None
-    assert DingTalkRobotNotifier.for_rejects("expense_to_paybill", "r1", {"rejected_claims": []}) is None
-
-
-def test_reject_alert_is_sent_verbatim(robot, dingtalk_emulator):
-    """The reject text is data: a reason holding template syntax reaches the robot unchanged."""
+def test_the_report_alert_is_sent_verbatim(robot, dingtalk_emulator):
+    """The alert's text is data: a reason holding template syntax reaches the robot unchanged."""
     robot()
-    summary = {"rejected_claims": [
-        {"instance_id": "i2", "business_id": "", "reason_code": "bad_amount", "reason": "amount {{ 1 + 1 }}"}]}
-    notifier = DingTalkRobotNotifier.for_rejects("expense_to_paybill", "r2", summary)
-    assert notifier.notify({}) is True
+    send = DingTalkRobotNotifier.sender({})
+    assert send("expense_to_paybill: 1 条报销需要处理", "- i2: amount {{ 1 + 1 }}") is True
     [message] = dingtalk_emulator.robot_messages
-    assert message["markdown"]["title"] == notifier.title
-    assert "amount {{ 1 + 1 }}" in message["markdown"]["text"] and "i2" in message["markdown"]["text"]
+    assert message["markdown"] == {"title": "expense_to_paybill: 1 条报销需要处理", "text": "- i2: amount {{ 1 + 1 }}"}
+
+
+def test_without_a_robot_the_sender_says_so(monkeypatch, dingtalk_emulator):
+    monkeypatch.delenv("AIRFLOW_CONN_DINGDING_DEFAULT", raising=False)
+    assert DingTalkRobotNotifier.sender({})("t", "x") is False
+    assert dingtalk_emulator.robot_messages == []
 
 
 def test_notifier_text_is_templated_when_used_as_a_callback(robot, dingtalk_emulator):

@@ -17,7 +17,7 @@ from dingtalk_kingdee.pipeline.documents import advance_documents
 from dingtalk_kingdee.pipeline.extract_step import extract
 from dingtalk_kingdee.pipeline.load_step import LoadIncomplete, load
 from dingtalk_kingdee.pipeline.protocols import DingTalkClient, KingdeeClient
-from dingtalk_kingdee.pipeline.report_step import report
+from dingtalk_kingdee.pipeline.report_step import AlertSender, report
 from dingtalk_kingdee.pipeline.run import FORM_TIME_HINT, FORM_TIME_PATTERN, Run, china_time, form_time, select_ids
 from dingtalk_kingdee.pipeline.settle import SENDING_LEASE, reconcile
 from dingtalk_kingdee.pipeline.transform_step import transform
@@ -25,18 +25,20 @@ from dingtalk_kingdee.pipeline.write_back_step import write_back
 from dingtalk_kingdee.scheme import Scheme
 
 
-def run_all(scheme: Scheme, dingtalk: DingTalkClient, kingdee: KingdeeClient, engine: Engine, run: Run) -> dict:
+def run_all(scheme: Scheme, dingtalk: DingTalkClient, kingdee: KingdeeClient, engine: Engine, run: Run,
+            alert: AlertSender | None = None) -> dict:
     """The five steps in order, in one process (demo and tests; the DAG runs them as tasks)."""
     steps = {"extract": extract(scheme, dingtalk, engine, run), "transform": transform(scheme, engine, run)}
     steps["load"] = load(scheme, kingdee, engine, run)
     steps["write_back"] = write_back(scheme, dingtalk, engine, run)
-    return report(scheme, engine, run, steps)
+    return report(scheme, engine, run, steps, alert=alert)
 
 
 __all__ = [
     "FORM_TIME_HINT",
     "FORM_TIME_PATTERN",
     "SENDING_LEASE",
+    "AlertSender",
     "DingTalkClient",
     "KingdeeClient",
     "LoadIncomplete",

@@ -1,49 +1,127 @@
-"""report: the run summary, in the task log and as the task's (small) XCom value."""
+"""report: the run summary, in the task log, in a file with every line, and as the task's (small) XCom
+value; and the alert of what needs a person, once per claim and problem."""
 
 from __future__ import annotations
 
 import logging
+import re
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
 
 from sqlalchemy.engine import Engine
 
+from dingtalk_kingdee.pipeline.problems import Problem, alert_message, alert_records, bill_currency, claim_problems
 from dingtalk_kingdee.pipeline.run import Run
 from dingtalk_kingdee.scheme import Scheme
-from dingtalk_kingdee.staging import SchemeStaging
+from dingtalk_kingdee.settings import get_settings
+from dingtalk_kingdee.staging import SchemeStaging, Summary
 
 log = logging.getLogger(__name__)
 
+# (title, markdown) → True when sent, False when alerts are off (no robot); raises when delivery fails.
+AlertSender = Callable[[str, str], bool]
 
-def report(scheme: Scheme, engine: Engine, run: Run, step_counts: dict | None = None,
-           max_listed: int = 50) -> dict:
-    """The run summary: claims seen, approved, loaded, rejected by reason, still running, money per state.
 
-    Scoped to the claims this run listed, or to the claims it was named. Returns the summary as plain
-    values (money as text), its rejected claims cut to ``max_listed``, and the log lines as ``text``.
+def report(scheme: Scheme, engine: Engine, run: Run, step_counts: dict | None = None, max_listed: int = 50,
+           alert: AlertSender | None = None, report_dir: Path | None = None) -> dict:
+    """The run summary: claims seen, approved, still running, bills and money per state, problems.
+
+    Scoped to the run's claims: those named by ``instance_ids``, else those the run listed or whose
+    bill it moved. Problems are listed actionable first (``reasons.is_actionable``: value-map gaps,
+    Kingdee refusals, unknown outcomes), routine ones (not approved) last; the log shows
+    ``max_listed`` of them and the file ``<report_dir>/<scheme>/<run>.txt`` (default under
+    ``DK_VAR_DIR/reports``) all of them. With ``alert`` and not a dry run, the actionable problems not
+    alerted before (or changed since) are sent through it and recorded in the alert ledger.
+    Returns the summary as plain values (money as text) with the log lines as ``text``.
     """
-    found = SchemeStaging(engine, scheme.id).summary(run_id=None if run.instance_ids else run.run_id)
+    staged = SchemeStaging(engine, scheme.id)
+    found = staged.summary(run_id=None if run.instance_ids else run.run_id, instance_ids=run.instance_ids)
+    problems = claim_problems(scheme, found)
+    currency = bill_currency(scheme)
+    path = _report_path(report_dir or get_settings().var_dir / "reports", scheme.id, run.run_id)
+    head = _head_lines(scheme, run, found, problems, currency, step_counts)
+    body = [f"    {p.line()}" for p in problems]
+    _write(path, [*head, *body])
+    lines = [*head, *body[:max_listed]]
+    if len(body) > max_listed:
+        lines.append(f"    ... and {len(body) - max_listed} more: the full list is in {path}")
+    elif body:
+        lines.append(f"  full list: {path}")
+    for line in lines:
+        log.info(line)
+
     summary = found.to_dict()
-    if run.instance_ids:
-        summary["scope"] = f"claims named by the run: {len(run.instance_ids)}"
-    rejected = found.rejected_claims
+    summary["scope"] = (f"claims named by the run: {len(run.instance_ids)}" if run.instance_ids
+                        else "claims the run listed or whose bill it moved")
+    summary["currency"] = currency
+    summary["needs_a_person"] = _claims_per_code(problems)
+    summary["rejected_claims"] = [
+        {"instance_id": p.instance_id, "business_id": p.business_id, "reason_code": p.code, "reason": p.detail}
+        for p in problems if p.kind == "rejected"][:max_listed]
+    summary["problem_bills"] = summary["problem_bills"][:max_listed]
+    summary["report_file"] = str(path)
+    if alert is not None and not run.dry_run:
+        summary.update(_alert(staged, scheme, run, problems, alert, str(path)))
+    summary["text"] = "\n".join(lines)
+    return summary
+
+
+def _head_lines(scheme: Scheme, run: Run, found: Summary, problems: list[Problem], currency: str,
+                step_counts: dict | None) -> list[str]:
     dry = " — DRY RUN, nothing written to Kingdee" if run.dry_run else ""
+    needs = _claims_per_code(problems)
     lines = [
         f"Run summary for scheme {scheme.id} ({run.run_id}){dry}",
         f"  window: {run.window_text()}",
         f"  claims seen: {found.claims_seen}  approved: {found.approved}  still running: {found.still_running}",
         f"  by status: {found.claims_by_status}",
-        "  bills by state: " + ", ".join(
-            f"{state} {n} ({found.money_by_state[state]})" for state, n in sorted(found.bills_by_state.items())
-        ),
+        "  bills by state: " + (", ".join(
+            f"{state} {n} ({found.money_by_state[state]:,} {currency})".replace(" )", ")")
+            for state, n in sorted(found.bills_by_state.items())) or "none"),
         f"  rejected by reason: {found.rejected_by_reason}",
+        "  needs a person: " + (", ".join(f"{code} {n}" for code, n in needs.items()) or "nothing"),
     ]
-    for r in rejected[:max_listed]:
-        lines.append(f"    rejected {r.business_id or r.instance_id}: [{r.reason_code}] {r.reason}")
-    if len(rejected) > max_listed:
-        lines.append(f"    ... and {len(rejected) - max_listed} more reject lines (table dk_rejects)")
     if step_counts:
         lines.append(f"  steps: {step_counts}")
-    for line in lines:
-        log.info(line)
-    summary["rejected_claims"] = summary["rejected_claims"][:max_listed]
-    summary["text"] = "\n".join(lines)
-    return summary
+    return lines
+
+
+def _claims_per_code(problems: list[Problem]) -> dict[str, int]:
+    """Claims per actionable code (a claim missing one employee in two maps counts once)."""
+    return dict(Counter(code for _, code in dict.fromkeys((p.instance_id, p.code) for p in problems
+                                                          if p.actionable)))
+
+
+def _alert(staged: SchemeStaging, scheme: Scheme, run: Run, problems: list[Problem], send: AlertSender,
+           full_list: str) -> dict:
+    """Send what needs a person and was not alerted yet; the ledger records it only once it was sent."""
+    candidates = alert_records(problems)
+    due = staged.alerts_not_yet_sent(candidates)
+    result: dict = {"alerted_claims": 0, "already_alerted": len(candidates) - len(due)}
+    if not due:
+        return result
+    keys = {(d.instance_id, d.reason_code) for d in due}
+    title, text = alert_message(scheme.id, run.run_id, [p for p in problems if (p.instance_id, p.code) in keys],
+                                full_list)
+    try:
+        sent = send(title, text)
+    except Exception as exc:  # an alert must not fail the report; the next run tries again
+        log.warning("the alert could not be sent: %s", exc)
+        return {**result, "alert_error": str(exc)}
+    if sent:
+        staged.record_alerts(due, run.run_id)
+        result["alerted_claims"] = len({d.instance_id for d in due})
+    return result
+
+
+def _report_path(folder: Path, scheme_id: str, run_id: str) -> Path:
+    return folder / scheme_id / (re.sub(r"[^A-Za-z0-9._-]", "_", run_id) + ".txt")
+
+
+def _write(path: Path, lines: list[str]) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    except OSError as exc:  # the report is in the log anyway
+        log.warning("could not write the report file %s: %s", path, exc)

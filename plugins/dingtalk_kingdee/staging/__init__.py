@@ -12,12 +12,14 @@ staging through ``SchemeStaging(engine, scheme_id)``:
 
 from dingtalk_kingdee.staging.engine import connect, create_engine, ensure_schema, get_engine
 from dingtalk_kingdee.staging.records import (
+    AlertRecord,
     BillInDoubt,
     BillRecord,
     ClaimedBill,
     ClaimToTransform,
     CommentToPost,
     LoadedBill,
+    ProblemBill,
     RejectedClaim,
     RejectRecord,
     RowRecord,
@@ -37,6 +39,7 @@ from dingtalk_kingdee.staging.states import (
 
 __all__ = [
     "FINAL_STATUSES",
+    "AlertRecord",
     "BillInDoubt",
     "BillRecord",
     "BillState",
@@ -48,6 +51,7 @@ __all__ = [
     "InstanceResult",
     "InstanceStatus",
     "LoadedBill",
+    "ProblemBill",
     "RejectRecord",
     "RejectedClaim",
     "RowRecord",

@@ -140,6 +140,27 @@ class RejectedClaim:
     business_id: str | None
     reason_code: str
     reason: str
+    field: str | None = None  # the target field the reason is about (a value map's field, say)
+
+
+@dataclass(frozen=True)
+class ProblemBill:
+    """A bill that needs a person: Kingdee refused it (``failed``) or its save got no answer (``unknown``)."""
+
+    instance_id: str
+    business_id: str
+    state: BillState
+    amount: Decimal
+    last_error: str | None
+
+
+@dataclass(frozen=True)
+class AlertRecord:
+    """A claim's problem as an alert told it: once per (claim, code) until ``fingerprint`` changes."""
+
+    instance_id: str
+    reason_code: str
+    fingerprint: str
 
 
 @dataclass(frozen=True)
@@ -155,6 +176,7 @@ class Summary:
     rejected_by_reason: dict[str, int]
     comments_by_state: dict[CommentState, int]
     rejected_claims: list[RejectedClaim] = field(default_factory=list)
+    problem_bills: list[ProblemBill] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         """Plain JSON-able values (money as text, never a float) for XCom and the report."""
@@ -168,4 +190,6 @@ class Summary:
             "rejected_by_reason": dict(self.rejected_by_reason),
             "comments_by_state": {str(s): n for s, n in self.comments_by_state.items()},
             "rejected_claims": [asdict(r) for r in self.rejected_claims],
+            "problem_bills": [{**asdict(b), "state": str(b.state), "amount": str(b.amount)}
+                              for b in self.problem_bills],
         }

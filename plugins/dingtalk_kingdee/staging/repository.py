@@ -26,12 +26,14 @@ from sqlalchemy.ext.compiler import compiles
 from dingtalk_kingdee.money import from_cents, to_cents
 from dingtalk_kingdee.reasons import RejectReason
 from dingtalk_kingdee.staging.records import (
+    AlertRecord,
     BillInDoubt,
     BillRecord,
     ClaimedBill,
     ClaimToTransform,
     CommentToPost,
     LoadedBill,
+    ProblemBill,
     RejectedClaim,
     RejectRecord,
     RowRecord,
@@ -51,7 +53,7 @@ from dingtalk_kingdee.staging.states import (
     InstanceResult,
     InstanceStatus,
 )
-from dingtalk_kingdee.staging.tables import bills, instances, rejects, rows, writeback
+from dingtalk_kingdee.staging.tables import alerts, bills, instances, rejects, rows, writeback
 
 log = logging.getLogger(__name__)
 
@@ -640,12 +642,17 @@ class SchemeStaging:
 
     # -- reporting -------------------------------------------------------------------------------
 
-    def summary(self, run_id: str | None = None) -> Summary:
-        """Where the scheme's claims stand; with ``run_id``, only claims that run listed."""
+    def summary(self, run_id: str | None = None, instance_ids: Collection[str] | None = None) -> Summary:
+        """Where the scheme's claims stand: all of them; with ``instance_ids``, those; with ``run_id``,
+        the claims that run listed and those whose bill it moved (a bill loaded or refused for an
+        earlier listing belongs to the run that sent it)."""
         sid = self.scheme_id
         inst_cond = [instances.c.scheme_id == sid]
-        if run_id is not None:
-            inst_cond.append(instances.c.last_seen_run == run_id)
+        if instance_ids is not None:
+            inst_cond.append(instances.c.instance_id.in_(list(instance_ids)))
+        elif run_id is not None:
+            moved = sa.select(bills.c.instance_id).where(bills.c.scheme_id == sid, bills.c.last_run == run_id)
+            inst_cond.append(sa.or_(instances.c.last_seen_run == run_id, instances.c.instance_id.in_(moved)))
         seen = sa.select(instances.c.instance_id).where(*inst_cond)
         with self.engine.connect() as conn:
             status_counts = {
@@ -665,9 +672,16 @@ class SchemeStaging:
                 .where(writeback.c.scheme_id == sid, writeback.c.instance_id.in_(seen))
                 .group_by(writeback.c.comment_state)).all()
             rejected = conn.execute(
-                sa.select(rejects.c.instance_id, rejects.c.business_id, rejects.c.reason_code, rejects.c.reason)
+                sa.select(rejects.c.instance_id, rejects.c.business_id, rejects.c.reason_code, rejects.c.reason,
+                          rejects.c.field)
                 .where(rejects.c.scheme_id == sid, rejects.c.instance_id.in_(seen))
                 .order_by(rejects.c.business_id, rejects.c.id)).all()
+            problems = conn.execute(
+                sa.select(bills.c.instance_id, bills.c.business_id, bills.c.state, bills.c.amount_cents,
+                          bills.c.last_error)
+                .where(bills.c.scheme_id == sid, bills.c.instance_id.in_(seen),
+                       bills.c.state.in_([BillState.FAILED, BillState.UNKNOWN]))
+                .order_by(bills.c.business_id)).all()
         return Summary(
             claims_seen=sum(status_counts.values()),
             claims_by_status={f"{s}/{r or '-'}": n for (s, r), n in sorted(status_counts.items())},
@@ -678,6 +692,35 @@ class SchemeStaging:
             money_by_state={BillState(r.state): from_cents(_combined(r, "cents")) for r in bill_rows},
             rejected_by_reason={r.reason_code: r.n for r in reject_rows},
             comments_by_state={CommentState(r.comment_state): r.n for r in comment_rows},
-            rejected_claims=[RejectedClaim(r.instance_id, r.business_id, r.reason_code, r.reason) for r in rejected],
+            rejected_claims=[RejectedClaim(r.instance_id, r.business_id, r.reason_code, r.reason, r.field)
+                             for r in rejected],
+            problem_bills=[ProblemBill(r.instance_id, r.business_id, BillState(r.state), from_cents(r.amount_cents),
+                                       r.last_error) for r in problems],
         )
+
+    # -- the alert ledger ------------------------------------------------------------------------
+
+    def alerts_not_yet_sent(self, candidates: Sequence[AlertRecord]) -> list[AlertRecord]:
+        """Those of ``candidates`` never alerted, or alerted with another fingerprint (the problem changed)."""
+        sent: dict[tuple[str, str], str] = {}
+        with self.engine.connect() as conn:
+            for part in chunked(sorted({c.instance_id for c in candidates}), IN_CHUNK):
+                sent.update({(r.instance_id, r.reason_code): r.fingerprint for r in conn.execute(
+                    sa.select(alerts.c.instance_id, alerts.c.reason_code, alerts.c.fingerprint)
+                    .where(alerts.c.scheme_id == self.scheme_id, alerts.c.instance_id.in_(part)))})
+        return [c for c in candidates if sent.get((c.instance_id, c.reason_code)) != c.fingerprint]
+
+    def record_alerts(self, sent: Sequence[AlertRecord], run_id: str) -> None:
+        """These problems were alerted now: not again until their fingerprint changes."""
+        if not sent:
+            return
+        stamp = now()
+        with self.engine.begin() as conn:
+            for c in sent:
+                conn.execute(alerts.delete().where(alerts.c.scheme_id == self.scheme_id,
+                                                   alerts.c.instance_id == c.instance_id,
+                                                   alerts.c.reason_code == c.reason_code))
+            conn.execute(alerts.insert(), [
+                dict(scheme_id=self.scheme_id, instance_id=c.instance_id, reason_code=c.reason_code,
+                     fingerprint=c.fingerprint, alerted_at=stamp, run_id=run_id) for c in sent])
 

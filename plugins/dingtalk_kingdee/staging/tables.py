@@ -111,3 +111,15 @@ writeback = sa.Table(
     sa.Column("comment_error", sa.Text),
     sa.Column("commented_at", sa.DateTime(timezone=True)),
 )
+
+# The alert ledger: a claim's problem (a reject or bill-problem code) is alerted once until it changes
+# (``fingerprint`` is a digest of what the alert said about it).
+alerts = sa.Table(
+    "dk_alerts", metadata,
+    sa.Column("scheme_id", sa.String(64), primary_key=True),
+    sa.Column("instance_id", sa.Text, primary_key=True),
+    sa.Column("reason_code", sa.String(64), primary_key=True),
+    sa.Column("fingerprint", sa.String(64), nullable=False),
+    sa.Column("alerted_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("run_id", sa.String(250)),
+)
