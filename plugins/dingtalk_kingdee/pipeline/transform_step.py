@@ -14,6 +14,7 @@ from dingtalk_kingdee.reasons import RejectReason
 from dingtalk_kingdee.scheme import Scheme
 from dingtalk_kingdee.staging import BillRecord, ClaimToTransform, RejectRecord, RowRecord, SchemeStaging
 from dingtalk_kingdee.transform import transform_claims
+from dingtalk_kingdee.transform.business_ids import lookup_ids
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ def transform(scheme: Scheme, engine: Engine, run: Run) -> dict:
         clean = [c for c in batch if c.instance_id not in unreadable]
         ids = [c.instance_id for c in clean]
         raw = pd.DataFrame({"instance_id": ids, "payload": [c.payload for c in clean]})
-        business_ids = [str(c.payload.get("business_id") or "") for c in clean if isinstance(c.payload, dict)]
+        business_ids = lookup_ids([c.payload for c in clean])   # the transform's normal form
         result = transform_claims(raw, scheme, staged.billed_business_ids(business_ids, exclude=ids))
         saved = staged.save_transform(
             {c.instance_id: c.version for c in batch}, _bill_records(result.bills),

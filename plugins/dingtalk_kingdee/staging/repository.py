@@ -373,13 +373,14 @@ class SchemeStaging:
 
     def billed_business_ids(self, business_ids: Iterable[str], exclude: Iterable[str] = ()) -> dict[str, str]:
         """business_id → instance_id of this scheme's bills for these business_ids, other than the claims
-        in ``exclude`` (the transform's duplicate check needs no more than the chunk's own business_ids)."""
+        in ``exclude`` (the transform's duplicate check needs no more than the chunk's own business_ids).
+        Compared without case (ASCII), as Kingdee compares them: ``tsp1`` finds the bill of ``TSP1``."""
         skip = set(exclude)
         found: dict[str, str] = {}
         with self.engine.connect() as conn:
-            for part in chunked(sorted({storable(b) for b in business_ids if b}), IN_CHUNK):
+            for part in chunked(sorted({storable(b).upper() for b in business_ids if b}), IN_CHUNK):
                 query = sa.select(bills.c.business_id, bills.c.instance_id).where(
-                    bills.c.scheme_id == self.scheme_id, bills.c.business_id.in_(part))
+                    bills.c.scheme_id == self.scheme_id, sa.func.upper(bills.c.business_id).in_(part))
                 found.update({r.business_id: r.instance_id for r in conn.execute(query) if r.instance_id not in skip})
         return found
 

@@ -18,6 +18,15 @@ import msgspec
 import numpy as np
 import pandas as pd
 
+from dingtalk_kingdee.transform.limits import (
+    MAX_JSON_DEPTH,
+    MAX_VALUE_CHARS,
+    TOO_DEEP,
+    exceeds_depth,
+    loads_strict,
+    too_long,
+)
+
 
 # Field names are DingTalk's JSON keys.
 class Cell(msgspec.Struct, gc=False):
@@ -40,18 +49,21 @@ _EMPTY_TEXTS = ("", "null", "[]")
 
 
 def _parse_json_list(value: Any) -> tuple[Any, str | None]:
-    """The generic decoding: a list as it is, or JSON text of a list; else why not."""
+    """The generic decoding: a list as it is, or JSON text of a list; else why not (not JSON, a
+    repeated key, nested too deeply, too long)."""
     if value is None or (isinstance(value, float) and pd.isna(value)):
         return [], None
     if isinstance(value, list):
-        return value, None
+        return (None, TOO_DEEP) if exceeds_depth(value) else (value, None)
     text = str(value).strip()
     if text in _EMPTY_TEXTS:
         return [], None
-    try:
-        parsed = decode_json(text)
-    except ValueError as exc:
-        return None, f"is not valid JSON ({exc})"
+    problem = too_long(text)
+    if problem is not None:
+        return None, problem
+    parsed, problem = loads_strict(text)
+    if problem is not None:
+        return None, problem
     if parsed is None:
         return [], None
     if not isinstance(parsed, list):
@@ -59,16 +71,78 @@ def _parse_json_list(value: Any) -> tuple[Any, str | None]:
     return parsed, None
 
 
+# The keys whose value decides what a row says (which rows, which column, which value, a table or
+# not, a select's label); a repeated ``key`` or ``rowNumber`` changes nothing the bill carries.
+_KEY_NAMES = ("rowValue", "label", "componentType", "value", "extendValue")
+_KEY_TOKENS = tuple(f'"{name}"' for name in _KEY_NAMES)
+
+
+def _count_keys(value: Any, seen: dict[str, int]) -> bool:
+    """Add the keys of ``_KEY_NAMES`` in a decoded value (at any depth) to ``seen``; False when the
+    value nests deeper than ``MAX_JSON_DEPTH`` (it sits in a cell, itself 3 levels down)."""
+    stack = [(value, 4)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            return False
+        if item.__class__ is dict:
+            for key, child in item.items():
+                if key in seen:
+                    seen[key] += 1
+                if child.__class__ is dict or child.__class__ is list:
+                    stack.append((child, depth + 1))
+        else:
+            stack.extend((c, depth + 1) for c in item if c.__class__ is dict or c.__class__ is list)
+    return True
+
+
+def _each_key_once(text: str, rows: list[Row]) -> bool:
+    """Whether the struct decoding saw every key that matters exactly once, within the depth limit.
+
+    msgspec keeps the last of a repeated key silently. Each row and cell field, and each key inside
+    a decoded value, comes from one key of the text; a text in which each key name occurs exactly as
+    often as the decoding holds it has no repeated key of those names (a key spelt with ``\\u``
+    escapes is not counted, so such text is left to the exact check). False means: decode again with
+    the exact (slower) check; a string equal to a key name only sends a text there.
+    """
+    if "\\u" in text:
+        return False
+    seen = dict.fromkeys(_KEY_NAMES, 0)
+    labels = kinds = values = exts = 0
+    for row in rows:
+        for cell in row.rowValue:
+            if cell.label is not None:
+                labels += 1
+            if cell.componentType is not None:
+                kinds += 1
+            value = cell.value
+            if value is not None:
+                values += 1
+                if (value.__class__ is dict or value.__class__ is list) and not _count_keys(value, seen):
+                    return False
+            ext = cell.extendValue
+            if ext is not None:
+                exts += 1
+                if (ext.__class__ is dict or ext.__class__ is list) and not _count_keys(ext, seen):
+                    return False
+    expected = (seen["rowValue"] + len(rows), seen["label"] + labels, seen["componentType"] + kinds,
+                seen["value"] + values, seen["extendValue"] + exts)
+    return all(text.count(token) == count for token, count in zip(_KEY_TOKENS, expected, strict=True))
+
+
 def decode_table(value: Any, typed: bool = True) -> tuple[list | None, str | None]:
     """A table value → its items (``Row`` structs when well-formed text, else decoded JSON values),
     or None and what is wrong with it. ``typed=False`` skips the struct decoding (for tests)."""
     if typed and value.__class__ is str:
         text = value.strip()
-        if text not in _EMPTY_TEXTS:
+        if text not in _EMPTY_TEXTS and len(text) <= MAX_VALUE_CHARS:
             try:
-                return _decode_rows(text), None
-            except (msgspec.ValidationError, msgspec.DecodeError):
+                rows = _decode_rows(text)
+            except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
                 pass   # not well-formed: the generic decoding finds out exactly what is wrong
+            else:
+                if _each_key_once(text, rows):
+                    return rows, None
     return _parse_json_list(value)
 
 
@@ -118,8 +192,9 @@ class Columns:
         """One row's cells → the next row of the columns: ``{label: value, "<label>.ext": extendValue}``;
         returns the row's table cells (label, value) for the next level, or None.
 
-        A cell is named by its label, else its key; the first cell of a name in a row wins. A select
-        cell's value is its extendValue label when present.
+        A cell is named by its label, else its key; the first cell of a name in a row wins, and a later
+        one's value goes to ``<label>.again`` (the checks of a field the scheme reads find the row
+        ambiguous). A select cell's value is its extendValue label when present.
         """
         row = self.count
         self.count += 1
@@ -131,17 +206,19 @@ class Columns:
                 continue
             if label.__class__ is not str:   # labels become column names; a malformed one may be any JSON value
                 label = str(label)
+            value = cell.value
+            ext = cell.extendValue
             column = known.get(label)
             if column is not None and column[0][-1] == row:
+                if cell.componentType != "TableField":
+                    self.put(f"{label}.again", row, value)
                 continue
             kind = cell.componentType
             if kind == "TableField":
                 if nested is None:
                     nested = []
-                nested.append((label, cell.value))
+                nested.append((label, value))
                 continue
-            value = cell.value
-            ext = cell.extendValue
             if ext is not None:
                 self.put(f"{label}.ext", row, ext)
                 if kind == "DDSelectField" and ext.__class__ is dict and ext.get("label") is not None:

@@ -9,6 +9,7 @@ import pandas as pd
 from dingtalk_kingdee.money import format_cents, parse_money_cents
 from dingtalk_kingdee.reasons import RejectReason
 from dingtalk_kingdee.scheme import Scheme, SourcePath
+from dingtalk_kingdee.transform.business_ids import duplicate_key
 from dingtalk_kingdee.transform.mapping import path_values
 from dingtalk_kingdee.transform.rejects import claim_label, quote, reject_frame, where
 from dingtalk_kingdee.transform.values import as_text, parse_china_datetimes
@@ -24,6 +25,15 @@ def amount_checks(scheme: Scheme, entries: pd.DataFrame, rows: pd.DataFrame) -> 
     entries["cents"] = cents
     field = f"{scheme.rows.table}.{label}"
     out: list[pd.DataFrame] = []
+    again_column = f"{column}.again"
+    if again_column in entries:
+        # Two amount cells in one row: which one the approver meant is unknown; never pick one.
+        again = entries[again_column].notna().astype(bool)
+        if again.any():
+            c = entries[again]
+            out.append(reject_frame(c["instance_id"], c["business_id"], field, RejectReason.MALFORMED_PAYLOAD,
+                                    where(c) + f": {label} is in the row more than once (" + quote(text[again])
+                                    + " and " + quote(as_text(c[again_column])) + "); which one is meant is unknown"))
     not_positive = cents.le(0).fillna(False).astype(bool) & rules.amount_positive
     for mask, code, says in ((text.isna(), RejectReason.AMOUNT_MISSING, None),
                              (bad, RejectReason.AMOUNT_UNPARSEABLE, " is not an amount"),
@@ -99,7 +109,8 @@ def claim_total_checks(scheme: Scheme, claims: pd.DataFrame, totals: pd.Series) 
 
 def duplicate_checks(claims: pd.DataFrame, already_billed: Mapping[str, str]) -> list[pd.DataFrame]:
     """Per business_id the claim created first keeps it (then the earlier finished, then the smaller
-    instance id); a later claim reusing an approval number is the copy."""
+    instance id); a later claim reusing an approval number is the copy. Business ids are in their
+    normal form (``business_ids``) and compared by ``duplicate_key`` (without case)."""
     out: list[pd.DataFrame] = []
     keyed = claims[claims["business_id"].notna()]
     order = pd.DataFrame({
@@ -107,16 +118,19 @@ def duplicate_checks(claims: pd.DataFrame, already_billed: Mapping[str, str]) ->
               else pd.Series(pd.NaT, index=keyed.index, dtype="datetime64[ns]"))
         for key in ("create_time", "finish_time")}).assign(instance_id=keyed["instance_id"])
     keyed = keyed.loc[order.sort_values(["create_time", "finish_time", "instance_id"], na_position="last").index]
-    first = keyed.drop_duplicates("business_id").set_index("business_id")["instance_id"]
-    again = keyed["business_id"].duplicated(keep="first")
+    key = keyed["business_id"].map(duplicate_key)
+    first = pd.Series(keyed["instance_id"].to_numpy(), index=key.to_numpy())
+    first = first[~first.index.duplicated(keep="first")]
+    again = key.duplicated(keep="first")
     if again.any():
         c = keyed[again]
         out.append(reject_frame(
             c["instance_id"], c["business_id"], "business_id", RejectReason.DUPLICATE_BUSINESS_ID,
             "claim " + c["business_id"] + ": business_id also belongs to instance "
-            + c["business_id"].map(first) + " in this batch; only that one becomes a bill"))
+            + key[again].map(first) + " in this batch; only that one becomes a bill"))
     if already_billed:
-        earlier = keyed["business_id"].map(dict(already_billed))
+        billed = {duplicate_key(b): i for b, i in already_billed.items()}
+        earlier = key.map(billed)
         clash = (earlier.notna() & (earlier != keyed["instance_id"])).astype(bool)
         if clash.any():
             c = keyed[clash]

@@ -12,7 +12,6 @@ only its two frames (and the problems it found):
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from dingtalk_kingdee.transform.cells import Columns, Row, decode_json, decode_table, read_item
+from dingtalk_kingdee.transform.limits import MAX_PAYLOAD_CHARS, MAX_TABLE_LEVELS, loads_strict, too_long
 from dingtalk_kingdee.transform.values import as_text, clean_text
 
 ROW_META = ["instance_id", "table", "row_index", "row_key", "row_id", "parent_row_id", "parent_row_key"]
@@ -60,20 +60,24 @@ def _form_problem(payload: dict) -> str | None:
 def _coerce_payload(payload: Any) -> tuple[dict | None, str | None]:
     """The instance dict, or why the payload is not one. A JSON text or a whole detail answer is accepted."""
     if isinstance(payload, str | bytes):
-        try:
-            payload = json.loads(payload)
-        except ValueError as exc:
-            return None, f"payload is not valid JSON ({exc})"
+        problem = too_long(payload, MAX_PAYLOAD_CHARS)
+        if problem is None:
+            payload, problem = loads_strict(payload)
+        if problem is not None:
+            return None, f"payload {problem}"
     if isinstance(payload, dict) and "form_component_values" not in payload \
             and isinstance(payload.get("process_instance"), dict):
         payload = payload["process_instance"]
     if not isinstance(payload, dict):
         return None, f"payload is a {type(payload).__name__}, not an approval instance object"
     if isinstance(payload.get("form_component_values"), str):
-        try:
-            payload = {**payload, "form_component_values": json.loads(payload["form_component_values"])}
-        except ValueError:
-            return payload, "form_component_values is not valid JSON"
+        text = payload["form_component_values"]
+        problem = too_long(text, MAX_PAYLOAD_CHARS)
+        if problem is None:
+            values, problem = loads_strict(text)
+        if problem is not None:
+            return payload, f"form_component_values {problem}"
+        payload = {**payload, "form_component_values": values}
     return payload, None
 
 
@@ -159,7 +163,7 @@ def _loads_or_none(value: Any) -> Any:
         return value
     try:
         return decode_json(value)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, RecursionError):
         return None
 
 
@@ -179,8 +183,14 @@ def flatten_tables(tables: pd.DataFrame, typed: bool = True) -> tuple[pd.DataFra
     levels: list[pd.DataFrame] = []            # row metadata per level
     columns = Columns()                        # cell values of every row, in the order of levels
     problems: list[tuple[Any, Any, str]] = []
+    level = 0
     while not tables.empty:
+        level += 1
         tables = tables.reset_index(drop=True)
+        if level > MAX_TABLE_LEVELS:
+            problems += [(i, t, f"is a table in more than {MAX_TABLE_LEVELS} table levels")
+                         for i, t in zip(tables["instance_id"].tolist(), tables["table"].tolist(), strict=True)]
+            break
         instance_ids = tables["instance_id"].tolist()
         names = tables["table"].tolist()
         parent_ids = tables["parent_row_id"].tolist()

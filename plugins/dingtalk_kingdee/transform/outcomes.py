@@ -22,6 +22,7 @@ import pandas as pd
 
 from dingtalk_kingdee.reasons import RejectReason
 from dingtalk_kingdee.scheme import Scheme
+from dingtalk_kingdee.transform.business_ids import normal_forms
 from dingtalk_kingdee.transform.checks import amount_checks, claim_total_checks, duplicate_checks
 from dingtalk_kingdee.transform.flatten import ROW_META, empty_frame, flatten_tables, read_payloads
 from dingtalk_kingdee.transform.mapping import broadcast, build_bills, nested_columns, resolve
@@ -93,7 +94,15 @@ def _transform(raw: pd.DataFrame, scheme: Scheme, already_billed: Mapping[str, s
         rejects.append(reject_frame(c["instance_id"], c["business_id"], "form_component_values",
                                     RejectReason.MALFORMED_PAYLOAD,
                                     label[broken_form] + ": " + form_problem[broken_form]))
-    work = claims[approved & ~broken_form].copy()
+    # One normal form of the business_id for the bill and the duplicate check (``business_ids``).
+    normal, id_problem = normal_forms(claims["business_id"])
+    claims["business_id"] = claims["instance.business_id"] = normal
+    bad_id = approved & ~broken_form & id_problem.notna()
+    if bad_id.any():
+        c = claims[bad_id]
+        rejects.append(reject_frame(c["instance_id"], None, "business_id", RejectReason.MALFORMED_PAYLOAD,
+                                    "claim (instance " + c["instance_id"] + "): business_id " + id_problem[bad_id]))
+    work = claims[approved & ~broken_form & ~bad_id].copy()
 
     # Tables of approved claims only: an unfinished claim is re-read later anyway.
     rows, problems = flatten_tables(read.tables[read.tables["instance_id"].isin(work["instance_id"])])
