@@ -1,14 +1,17 @@
 """Money, one way everywhere: amounts are ``Decimal`` in code and integer cents in staging.
 
 Kingdee holds CNY amounts to the cent; an amount that does not fit exactly is refused, never rounded.
-This module is the one place that reads money text (``parse_money_cents``), converts between
+This module is the one place that reads money text (``parse_money_cents``), sums cents exactly
+(``sum_cents``), converts between
 ``Decimal`` and cents (``to_cents`` / ``from_cents``) and writes amounts as text (``format_cents``).
 The text functions work on whole pandas Series: the transform parses a chunk's amounts at once.
 """
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from decimal import ROUND_HALF_UP, Decimal
+from typing import NamedTuple
 
 import pandas as pd
 
@@ -48,22 +51,31 @@ def _plain_cents(text: object) -> int | None:
     return int(whole) * 100 + int(frac.ljust(2, "0"))
 
 
-def parse_money_cents(texts: pd.Series) -> tuple[pd.Series, pd.Series]:
-    """Money texts → integer cents (nullable Int64) and a mask of present-but-unparseable values.
+class ParsedMoney(NamedTuple):
+    cents: pd.Series      # integer cents (nullable Int64); missing where absent, bad or finer than a cent
+    bad: pd.Series        # present but not an amount
+    sub_cent: pd.Series   # an amount, but not a whole number of cents (Kingdee cannot hold it)
+
+
+def parse_money_cents(texts: pd.Series) -> ParsedMoney:
+    """Money texts → integer cents (nullable Int64), a mask of present-but-unparseable values and a
+    mask of amounts finer than a cent.
 
     ``texts``: strings (numbers are read as their text), missing values as None or NaN. The source's
     own spellings of "no value" (DingTalk's ``"null"``) are the caller's to recognise: the transform
     hands over ``as_text`` output, stripped strings or None.
     Accepted: ``580``, ``1280.50``, ``1,280.50`` (proper thousands groups only), a leading ``¥``/``￥``/
-    ``RMB``/``CNY`` and a trailing ``元``. More than two decimals are rounded half-up to the cent.
+    ``RMB``/``CNY`` and a trailing ``元``. Decimals beyond the second must be zeros (``1280.500``);
+    ``0.005``, ``1280.505`` or a JSON float's ``0.30000000000000004`` is ``sub_cent``: never rounded.
     Anything else (``1.280,50``, ``abc``, ``1,28``) is unparseable, never guessed.
     """
     # Fast path for the usual spelling (digits, up to two decimals), one pass of integer arithmetic;
     # the pandas string-method chain for the same took 2.5 times longer.
     cents = pd.Series([_plain_cents(v) for v in texts.tolist()], index=texts.index, dtype="Int64")
     rest = texts.notna() & cents.isna()
+    sub_cent = pd.Series(False, index=texts.index)
     if not rest.any():
-        return cents, rest.astype(bool)
+        return ParsedMoney(cents, rest.astype(bool), sub_cent)
     text = texts[rest].astype("string")
 
     parts = text.str.extract(_MONEY)
@@ -74,20 +86,30 @@ def parse_money_cents(texts: pd.Series) -> tuple[pd.Series, pd.Series]:
     ok[sane.index[~sane]] = False
     parts, whole = parts[sane], whole[sane]
     frac = parts["frac"].fillna("")
-    # Exact integer arithmetic on the digits for the usual ≤ 2 decimals; Decimal rounding otherwise.
-    short = frac.str.len() <= 2
-    if short.any():
-        magnitude = whole[short].astype("int64") * 100 + frac[short].str.ljust(2, "0").astype("int64")
-        cents[magnitude.index] = magnitude.where(parts.loc[short, "sign"] != "-", -magnitude).to_numpy()
-    if (~short).any():
-        cent = Decimal(1)
-        long_ = ~short
-        cents[whole.index[long_]] = [
-            int((Decimal(f"{sign}{w}.{f}") * 100).quantize(cent, rounding=ROUND_HALF_UP))
-            for sign, w, f in zip(parts.loc[long_, "sign"], whole[long_], frac[long_], strict=True)]
+    # Exact integer arithmetic on the digits: beyond the second decimal only zeros are exact cents.
+    extra = frac.str.slice(2)
+    exact = extra.str.fullmatch("0*").fillna(True).astype(bool)
+    sub_cent[extra.index[~exact]] = True
+    whole, frac, parts = whole[exact], frac[exact].str.slice(0, 2), parts[exact]
+    if not whole.empty:
+        magnitude = whole.astype("int64") * 100 + frac.str.ljust(2, "0").astype("int64")
+        cents[magnitude.index] = magnitude.where(parts["sign"] != "-", -magnitude).to_numpy()
     bad = pd.Series(False, index=texts.index)
     bad[ok.index] = ~ok
-    return cents, bad
+    return ParsedMoney(cents, bad, sub_cent)
+
+
+def sum_cents(keys: pd.Series, cents: pd.Series) -> pd.Series:
+    """Cents summed per key, exactly (Python integers: a claim's rows may add up beyond 64 bits);
+    a key whose cents are all missing sums to None. Indexed by key, object dtype."""
+    totals: dict[Hashable, int | None] = {}
+    for key, value in zip(keys.tolist(), cents.tolist(), strict=True):
+        if value is None or value is pd.NA:
+            totals.setdefault(key, None)
+        else:
+            total = totals.get(key)
+            totals[key] = int(value) if total is None else total + int(value)
+    return pd.Series(totals, dtype=object)
 
 
 def format_cents(cents: pd.Series, places: int = 2) -> pd.Series:
@@ -96,10 +118,10 @@ def format_cents(cents: pd.Series, places: int = 2) -> pd.Series:
     present = cents.notna()
     if not present.any():
         return out
-    c = cents[present].astype("int64")
+    c = [int(v) for v in cents[present].tolist()]   # Python integers: exact beyond 64 bits too
     if places == 2:
-        out[present] = [f"{'-' if v < 0 else ''}{abs(v) // 100}.{abs(v) % 100:02d}" for v in c.tolist()]
+        out[present] = [f"{'-' if v < 0 else ''}{abs(v) // 100}.{abs(v) % 100:02d}" for v in c]
     else:
         quantum = Decimal(1).scaleb(-places)
-        out[present] = [str(from_cents(v).quantize(quantum, rounding=ROUND_HALF_UP)) for v in c.tolist()]
+        out[present] = [str(from_cents(v).quantize(quantum, rounding=ROUND_HALF_UP)) for v in c]
     return out.where(present, None)

@@ -245,11 +245,16 @@ class ValueMapSpec(_Strict):
         return self
 
 
+# What one reimbursement may reach unless the scheme says otherwise.
+DEFAULT_MAX_AMOUNT_PER_CLAIM = Decimal("1000000.00")
+
+
 class RejectRules(_Strict):
     amount_positive: bool = True
     nested_total_check: bool = True             # sum of nested amounts must equal the row amount
     form_total: str | None = None               # label of a form MoneyField that must equal the sum
-    max_amount_per_claim: Decimal | None = Field(default=None, gt=0)
+    # A claim above it rejects amount_over_limit; null lifts the cap (sums are exact at any size).
+    max_amount_per_claim: Decimal | None = Field(default=DEFAULT_MAX_AMOUNT_PER_CLAIM, gt=0, decimal_places=2)
 
 
 class PayeeSpec(_Strict):

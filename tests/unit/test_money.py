@@ -17,12 +17,12 @@ CENTS = st.integers(min_value=-(10**15 - 1), max_value=10**15 - 1)   # up to 13 
 @pytest.mark.parametrize(("text", "cents"), [
     (" 1,234,567.89 ", 123456789), ("¥ 12", 1200), (580, 58000), (12.5, 1250), ("100元 ", 10000)])
 def test_money_texts_and_numbers_are_read_without_the_transform(text: object, cents: int) -> None:
-    parsed, bad = parse_money_cents(pd.Series([text], dtype=object))
+    parsed, bad, _ = parse_money_cents(pd.Series([text], dtype=object))
     assert parsed.iloc[0] == cents and not bad.iloc[0]
 
 
 def test_missing_is_none_or_nan_and_a_source_spelling_of_missing_is_not_money() -> None:
-    parsed, bad = parse_money_cents(pd.Series([None, float("nan"), "null"], dtype=object))
+    parsed, bad, _ = parse_money_cents(pd.Series([None, float("nan"), "null"], dtype=object))
     assert parsed.isna().all()
     assert bad.tolist() == [False, False, True]
 
@@ -33,7 +33,7 @@ def test_cents_round_trip_through_decimal_and_text(cents: int) -> None:
     assert to_cents(amount) == cents and amount.as_tuple().exponent == -2
     [text] = format_cents(pd.Series([cents], dtype="Int64")).tolist()
     assert Decimal(text) == amount and text == str(amount)
-    parsed, bad = parse_money_cents(pd.Series([text], dtype=object))
+    parsed, bad, _ = parse_money_cents(pd.Series([text], dtype=object))
     assert parsed.iloc[0] == cents and not bad.iloc[0]
 
 

@@ -10,17 +10,25 @@ from dingtalk_kingdee.transform.values import as_text, parse_china_datetimes
 
 
 def _read_money(text: object) -> tuple[pd.Series, pd.Series]:
-    return parse_money_cents(as_text(pd.Series([text], dtype=object)))
+    parsed, bad, sub_cent = parse_money_cents(as_text(pd.Series([text], dtype=object)))
+    assert not sub_cent.iloc[0]
+    return parsed, bad
 
 
 @pytest.mark.parametrize(("text", "cents"), [
     ("580", 58000), ("1280.50", 128050), ("1,280.50", 128050), ("¥1,280.50", 128050), ("￥ 12", 1200),
-    ("RMB 7.1", 710), ("100元", 10000), ("0.005", 1), ("0.004", 0), ("99.995", 10000), ("+3", 300),
+    ("RMB 7.1", 710), ("100元", 10000), ("0.500", 50), ("99.9900", 9999), ("+3", 300),
     ("-5", -500), (" 1,234,567.89 ", 123456789), (580, 58000), ("1234567890123", 123456789012300),
 ])
 def test_money_is_parsed_to_exact_cents(text: object, cents: int) -> None:
     parsed, bad = _read_money(text)
     assert parsed.iloc[0] == cents and not bad.iloc[0]
+
+
+@pytest.mark.parametrize("text", ["0.005", "0.004", "99.995", "1,280.505", "¥0.001", "0.30000000000000004", 0.1 + 0.2])
+def test_money_finer_than_a_cent_is_neither_rounded_nor_a_value(text: object) -> None:
+    parsed, bad, sub_cent = parse_money_cents(as_text(pd.Series([text], dtype=object)))
+    assert pd.isna(parsed.iloc[0]) and not bad.iloc[0] and sub_cent.iloc[0]
 
 
 @pytest.mark.parametrize("text", ["abc", "1,28", "1.280,50", "12,34.5", "1 280", "580.", ".5", "--5",

@@ -6,13 +6,15 @@ from collections.abc import Mapping
 
 import pandas as pd
 
-from dingtalk_kingdee.money import format_cents, parse_money_cents
+from dingtalk_kingdee.money import format_cents, parse_money_cents, sum_cents, to_cents
 from dingtalk_kingdee.reasons import RejectReason
 from dingtalk_kingdee.scheme import Scheme, SourcePath
 from dingtalk_kingdee.transform.business_ids import duplicate_key
 from dingtalk_kingdee.transform.mapping import path_values
 from dingtalk_kingdee.transform.rejects import claim_label, quote, reject_frame, where
 from dingtalk_kingdee.transform.values import as_text, parse_china_datetimes
+
+_SUB_CENT = " is finer than a cent; Kingdee holds cents and an amount is never rounded"
 
 
 def amount_checks(scheme: Scheme, entries: pd.DataFrame, rows: pd.DataFrame) -> list[pd.DataFrame]:
@@ -21,7 +23,7 @@ def amount_checks(scheme: Scheme, entries: pd.DataFrame, rows: pd.DataFrame) -> 
     column = f"row.{label}"
     raw = entries[column] if column in entries else pd.Series(None, index=entries.index, dtype=object)
     text = as_text(raw)
-    cents, bad = parse_money_cents(text)
+    cents, bad, sub_cent = parse_money_cents(text)
     entries["cents"] = cents
     field = f"{scheme.rows.table}.{label}"
     out: list[pd.DataFrame] = []
@@ -37,6 +39,7 @@ def amount_checks(scheme: Scheme, entries: pd.DataFrame, rows: pd.DataFrame) -> 
     not_positive = cents.le(0).fillna(False).astype(bool) & rules.amount_positive
     for mask, code, says in ((text.isna(), RejectReason.AMOUNT_MISSING, None),
                              (bad, RejectReason.AMOUNT_UNPARSEABLE, " is not an amount"),
+                             (sub_cent, RejectReason.AMOUNT_PRECISION, _SUB_CENT),
                              (not_positive, RejectReason.AMOUNT_NOT_POSITIVE, " must be more than 0")):
         if mask.any():
             c = entries[mask]
@@ -52,15 +55,19 @@ def amount_checks(scheme: Scheme, entries: pd.DataFrame, rows: pd.DataFrame) -> 
             continue
         sub = sub[sub["parent_row_id"].isin(entries["row_id"])]
         sub_text = as_text(sub[nested.amount])
-        sub_cents, sub_bad = parse_money_cents(sub_text)
-        if sub_bad.any():
-            p = entries.set_index("row_id").loc[sub.loc[sub_bad, "parent_row_id"]]
-            out.append(reject_frame(
-                p["instance_id"], p["business_id"], f"{table}.{nested.amount}", RejectReason.AMOUNT_UNPARSEABLE,
-                (where(p) + f" / {nested.table} row " + (sub["row_index"][sub_bad] + 1).astype(str).to_numpy()
-                 + f": {nested.amount} " + quote(sub_text[sub_bad]).to_numpy() + " is not an amount")))
+        sub_cents, sub_bad, sub_fine = parse_money_cents(sub_text)
+        for mask, code, says in ((sub_bad, RejectReason.AMOUNT_UNPARSEABLE, " is not an amount"),
+                                 (sub_fine, RejectReason.AMOUNT_PRECISION, _SUB_CENT)):
+            if mask.any():
+                p = entries.set_index("row_id").loc[sub.loc[mask, "parent_row_id"]]
+                out.append(reject_frame(
+                    p["instance_id"], p["business_id"], f"{table}.{nested.amount}", code,
+                    (where(p) + f" / {nested.table} row " + (sub["row_index"][mask] + 1).astype(str).to_numpy()
+                     + f": {nested.amount} " + quote(sub_text[mask]).to_numpy() + says)))
+        sub_bad = sub_bad | sub_fine
         sums = pd.DataFrame({"row_id": sub["parent_row_id"], "cents": sub_cents, "bad": sub_bad})
-        totals = sums.groupby("row_id").agg(total=("cents", "sum"), counted=("cents", "count"), bad=("bad", "any"))
+        totals = sums.groupby("row_id").agg(counted=("cents", "count"), bad=("bad", "any"))
+        totals["total"] = sum_cents(sums["row_id"], sums["cents"])
         checked = entries.join(totals, on="row_id", how="inner")
         mismatch = ((checked["counted"] > 0) & ~checked["bad"] & checked["cents"].notna()
                     & (checked["total"] != checked["cents"])).fillna(False).astype(bool)
@@ -80,13 +87,14 @@ def claim_total_checks(scheme: Scheme, claims: pd.DataFrame, totals: pd.Series) 
     total = claims["instance_id"].map(totals)
     if rules.form_total:
         text = path_values(claims, SourcePath(namespace="form", label=rules.form_total))
-        cents, bad = parse_money_cents(text)
+        cents, bad, sub_cent = parse_money_cents(text)
         field = f"form.{rules.form_total}"
-        if bad.any():
-            c = claims[bad]
-            out.append(reject_frame(c["instance_id"], c["business_id"], field, RejectReason.AMOUNT_UNPARSEABLE,
-                                     where[bad] + f": {rules.form_total} " + quote(text[bad])
-                                     + " is not an amount"))
+        for mask, code, says in ((bad, RejectReason.AMOUNT_UNPARSEABLE, " is not an amount"),
+                                 (sub_cent, RejectReason.AMOUNT_PRECISION, _SUB_CENT)):
+            if mask.any():
+                c = claims[mask]
+                out.append(reject_frame(c["instance_id"], c["business_id"], field, code,
+                                        where[mask] + f": {rules.form_total} " + quote(text[mask]) + says))
         differs = (cents.notna() & total.notna() & (cents != total)).fillna(False).astype(bool)
         if differs.any():
             c = claims[differs]
@@ -95,8 +103,9 @@ def claim_total_checks(scheme: Scheme, claims: pd.DataFrame, totals: pd.Series) 
                 where[differs] + f": {rules.form_total} is " + format_cents(cents[differs]).astype(str)
                 + f" but the {scheme.rows.table} rows add up to " + format_cents(total[differs]).astype(str)))
     if rules.max_amount_per_claim is not None:
-        limit = int(rules.max_amount_per_claim * 100)
-        over = (total > limit).fillna(False).astype(bool)
+        limit = to_cents(rules.max_amount_per_claim)
+        over = pd.Series([t is not None and t is not pd.NA and t > limit for t in total.tolist()],
+                         index=total.index, dtype=bool)
         if over.any():
             c = claims[over]
             out.append(reject_frame(

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dingtalk_kingdee.money import format_cents, from_cents, parse_money_cents
+from dingtalk_kingdee.money import format_cents, from_cents, parse_money_cents, sum_cents
 from dingtalk_kingdee.reasons import RejectReason
 from dingtalk_kingdee.scheme import FieldMapping, Scheme, SourcePath, parse_template
 from dingtalk_kingdee.transform.flatten import empty_frame
@@ -93,8 +93,13 @@ def resolve(ctx: pd.DataFrame, target: str, mapping: FieldMapping, scheme: Schem
                 failed |= cents.isna().astype(bool)
                 bad = pd.Series(False, index=index)
             else:
-                cents, bad = parse_money_cents(values)
-                failed |= bad
+                cents, bad, sub_cent = parse_money_cents(values)
+                failed |= bad | sub_cent
+                if sub_cent.any():
+                    c = ctx[sub_cent]
+                    rejects.append(reject_frame(c["instance_id"], c["business_id"], target,
+                                                RejectReason.AMOUNT_PRECISION, where(c) + f": {path.label} "
+                                                + quote(values[sub_cent]) + " is finer than a cent"))
             if bad.any():
                 c = ctx[bad]
                 rejects.append(reject_frame(c["instance_id"], c["business_id"], target, RejectReason.AMOUNT_UNPARSEABLE,
@@ -217,7 +222,8 @@ def build_bills(scheme: Scheme, work: pd.DataFrame, entries: pd.DataFrame, heade
     for model, instance_id in zip(models, good["instance_id"], strict=True):
         model[scheme.target.entry_key] = entry_lists[instance_id]
 
-    cents = entries.loc[entry_keep].groupby("instance_id")["cents"].sum()
+    kept = entries.loc[entry_keep]
+    cents = sum_cents(kept["instance_id"], kept["cents"])
     payee_parts = []
     for spec in (scheme.payee.name, scheme.payee.account):
         if spec is None:

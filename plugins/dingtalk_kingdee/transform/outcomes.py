@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from dingtalk_kingdee.money import sum_cents
 from dingtalk_kingdee.reasons import RejectReason
 from dingtalk_kingdee.scheme import Scheme
 from dingtalk_kingdee.transform.business_ids import normal_forms
@@ -137,7 +138,7 @@ def _transform(raw: pd.DataFrame, scheme: Scheme, already_billed: Mapping[str, s
                                     + f": {scheme.rows.table} has no rows; a bill needs at least one entry"))
 
     rejects += amount_checks(scheme, entries, rows)
-    totals = entries.groupby("instance_id")["cents"].sum(min_count=1)
+    totals = sum_cents(entries["instance_id"], entries["cents"])   # exact: no 64-bit overflow
     rejects += claim_total_checks(scheme, work, totals)
     rejects += duplicate_checks(work, already_billed)
 
