@@ -343,6 +343,23 @@ def test_duplicate_bill_number(client: Client, kingdee_emulator: KingdeeEmulator
     assert sorted(b["FBillNo"] for b in kingdee_emulator.bills()) == ["EXP-1", "EXP-2"]
 
 
+@pytest.mark.parametrize("second", ["dupa", "DUPA ", "Dupa  ", "ＤＵＰＡ"])
+def test_bill_numbers_are_unique_as_sql_server_compares_them(client: Client, kingdee_emulator: KingdeeEmulator,
+                                                              second: str) -> None:
+    """Case, width and trailing spaces do not make a second number (Chinese_PRC_CI_AS, an assumption)."""
+    assert status(client.save([paybill(FBillNo="DUPA")]))["IsSuccess"] is True
+    st = status(client.save([paybill(FBillNo=second)]))
+    assert (st["IsSuccess"], st["MsgCode"], st["Errors"][0]["FieldName"]) == (False, 11, "FBillNo")
+    assert [b["FBillNo"] for b in kingdee_emulator.bills()] == ["DUPA"]
+    assert status(client.operate("Submit", ["dupa"]))["IsSuccess"] is True
+    assert client.query("FBillNo", "FBillNo='dupa  '") == [["DUPA"]]
+
+
+def test_a_different_accent_or_leading_space_is_another_number(client: Client) -> None:
+    assert status(client.save([paybill(FBillNo="CAFE")]))["IsSuccess"] is True
+    assert status(client.save([paybill(FBillNo="CAFÉ")]))["IsSuccess"] is True
+
+
 def test_base_data_verification(client: Client, kingdee_emulator: KingdeeEmulator) -> None:
     unknown_cost = paybill()
     unknown_cost["FPAYBILLENTRY"][1]["FCOSTID"] = {"FNumber": "FYXM99"}
@@ -561,6 +578,33 @@ def test_commit_then_drop(client: Client, kingdee_emulator: KingdeeEmulator) -> 
     assert [b["FTHIRDBILLNO"] for b in kingdee_emulator.bills()] == ["committed"]
     # the client can find what it could not see: reconcile by the third-party number
     assert client.query("FBillNo", "FTHIRDBILLNO='committed'") == [["FKD00000001"]]
+
+
+def test_slow_commit_commits_after_the_delay_then_answers(client: Client, kingdee_emulator: KingdeeEmulator
+                                                         ) -> None:
+    kingdee_emulator.inject({"kind": "slow_commit", "latency_ms": 600}, service="BatchSave")
+    with pytest.raises(requests.ReadTimeout):
+        client.http.post(f"{client.base_url}{FORM}BatchSave.common.kdsvc", timeout=(5, 0.2),
+                         data=dumps({"formid": "AP_PAYBILL", "data": {"Model": [paybill(FTHIRDBILLNO="slow")]}}))
+    assert client.query("FID", "FTHIRDBILLNO='slow'") == []  # not committed yet
+    deadline = time.monotonic() + 10
+    while not kingdee_emulator.bills():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert [b["FTHIRDBILLNO"] for b in kingdee_emulator.bills()] == ["slow"]
+
+
+@pytest.mark.parametrize(("fault", "answer"), [
+    ("commit_then_message_ok", {"Result": {"Message": "ok"}}),
+    ("commit_then_empty_success", {"Result": {"ResponseStatus": {"IsSuccess": True, "Errors": [],
+                                                                 "SuccessEntitys": [], "SuccessMessages": [],
+                                                                 "MsgCode": 0}}}),
+])
+def test_odd_answers_after_a_commit(client: Client, kingdee_emulator: KingdeeEmulator, fault: str,
+                                    answer: dict[str, Any]) -> None:
+    kingdee_emulator.inject(fault, service="BatchSave")
+    assert client.save([paybill(FTHIRDBILLNO="odd")]) == answer
+    assert [b["FTHIRDBILLNO"] for b in kingdee_emulator.bills()] == ["odd"]
 
 
 def test_fault_rates(client: Client, kingdee_emulator: KingdeeEmulator) -> None:

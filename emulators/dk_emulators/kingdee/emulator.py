@@ -48,6 +48,12 @@ FAULT_KINDS = {
     "session_lost": "forget every session before handling the call",
     "drop": "abort the connection without processing the call",
     "commit_then_drop": "process and commit the call, then abort the connection without answering",
+    "slow_commit": "wait latency_ms, then process and commit the call and answer (a client whose read "
+                   "timeout is shorter has given up before the commit)",
+    "commit_then_message_ok": 'process and commit the call, then answer {"Result": {"Message": "ok"}} '
+                              "(no ResponseStatus)",
+    "commit_then_empty_success": "process and commit the call, then answer IsSuccess true with empty "
+                                 "SuccessEntitys and Errors",
     "refuse_whole_call": "answer IsSuccess false, MsgCode 8, one error at DIndex 0, saving nothing "
                          "(a refusal that names no model, as a server exception inside a batch does)",
 }
@@ -171,7 +177,10 @@ class KingdeeEmulator:
         with self._lock:
             self.calls[service] += 1
         faults = self.fault_board.take(service)
-        delay_ms = self.latency_ms + sum(f.params["latency_ms"] for f in faults if f.kind == "latency")
+        # Read before any delay: a client that gave up meanwhile must not stop the call being processed.
+        body = await request.body()
+        delay_ms = self.latency_ms + sum(f.params["latency_ms"] for f in faults
+                                         if f.kind in ("latency", "slow_commit"))
         if delay_ms:
             await asyncio.sleep(delay_ms / 1000)
         kinds = {f.kind for f in faults}
@@ -190,12 +199,17 @@ class KingdeeEmulator:
                                      "Transaction (Process ID 87) was deadlocked on lock resources.")
         if "session_lost" in kinds:
             self.drop_sessions()
-        body = await request.body()
         if "refuse_whole_call" in kinds and self.auth.authenticate(request) is None:
             return json_response(error_result("第1条数据的格式不正确，请检查后重试", MSG_PARAM, "Model"))
         response = self._dispatch(service_name, service, body, request)
         if "commit_then_drop" in kinds:
             request_drop(request)
+        if "commit_then_message_ok" in kinds:
+            return json_response({"Result": {"Message": "ok"}})
+        if "commit_then_empty_success" in kinds:
+            return json_response({"Result": {"ResponseStatus": {"IsSuccess": True, "Errors": [],
+                                                                "SuccessEntitys": [], "SuccessMessages": [],
+                                                                "MsgCode": 0}}})
         return response
 
     def _dispatch(self, service_name: str, service: str, body: bytes, request: Request) -> Response:

@@ -31,6 +31,8 @@ from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from dk_emulators.kingdee.collation import collation_key
+
 
 class FilterError(ValueError):
     """The filter cannot be parsed or evaluated; ``position`` is the character offset when known."""
@@ -371,7 +373,7 @@ def _coerce_pair(left: Any, right: Any) -> tuple[Any, Any]:
     if isinstance(left, str) and isinstance(right, datetime):
         return _to_datetime(left), right
     if isinstance(left, str) and isinstance(right, str):
-        return left.casefold(), right.casefold()
+        return collation_key(left), collation_key(right)
     if type(left) is not type(right):
         raise FilterError(f"cannot compare {left!r} with {right!r}")
     return left, right

@@ -7,6 +7,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+from dk_emulators.kingdee.collation import collation_key
 from dk_emulators.kingdee.wire import dumps, loads
 
 
@@ -32,12 +33,18 @@ class DuplicateNumber(Exception):
     pass
 
 
+def number_key(bill_no: str) -> str:
+    """Bill numbers are unique as Kingdee on SQL Server sees them (``collation``): ``dupa`` is ``DUPA``."""
+    return collation_key(bill_no)
+
+
 class BillStore:
     """Bills in SQLite (a file or ``:memory:``); one connection guarded by a lock, so thread-safe."""
 
     def __init__(self, db_path: str = ":memory:") -> None:
         self.lock = threading.RLock()
         self._conn = sqlite3.connect(db_path, check_same_thread=False, isolation_level=None)
+        self._conn.create_function("number_key", 1, number_key, deterministic=True)
         self._conn.execute("PRAGMA journal_mode=WAL" if db_path != ":memory:" else "PRAGMA journal_mode=MEMORY")
         self._conn.executescript(
             """
@@ -46,6 +53,7 @@ class BillStore:
                 status TEXT NOT NULL, created TEXT NOT NULL, header TEXT NOT NULL, entries TEXT NOT NULL,
                 UNIQUE (form_id, bill_no));
             CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+            CREATE UNIQUE INDEX IF NOT EXISTS bills_number_key ON bills (form_id, number_key(bill_no));
             """
         )
         # Parsed bills per form for queries; dropped on every write so it never goes stale.
@@ -73,8 +81,8 @@ class BillStore:
         return value
 
     def number_taken(self, form_id: str, bill_no: str, except_fid: int | None = None) -> bool:
-        row = self._conn.execute("SELECT fid FROM bills WHERE form_id = ? AND bill_no = ?",
-                                 (form_id, bill_no)).fetchone()
+        row = self._conn.execute("SELECT fid FROM bills WHERE form_id = ? AND number_key(bill_no) = ?",
+                                 (form_id, number_key(bill_no))).fetchone()
         return row is not None and row[0] != except_fid
 
     def insert(self, bill: StoredBill) -> None:
@@ -113,7 +121,7 @@ class BillStore:
             return list(self._all_cache[form_id])
 
     def by_number(self, form_id: str, bill_no: str) -> StoredBill | None:
-        found = self._rows("form_id = ? AND bill_no = ?", (form_id, bill_no))
+        found = self._rows("form_id = ? AND number_key(bill_no) = ?", (form_id, number_key(bill_no)))
         return found[0] if found else None
 
     def by_id(self, form_id: str, fid: int) -> StoredBill | None:
