@@ -65,9 +65,11 @@ class CommentState(StrEnum):
 
     OFF = "off"  # the scheme does not comment
     PENDING = "pending"
+    SENDING = "sending"  # claimed by one write_back (a conditional UPDATE), being posted
     DONE = "done"
     FAILED = "failed"  # DingTalk refused it
-    UNKNOWN = "unknown"  # no answer: it may have been posted, so it is not posted again
+    UNKNOWN = "unknown"  # no answer, or its write_back died while sending: it may have been posted, so it
+    # is not posted again (DingTalk has no comment lookup: at most once)
 
 
 class DocumentStatus(StrEnum):
