@@ -104,7 +104,7 @@ def test_partial_batch_with_string_is_success_and_empty_msg_code() -> None:
     outcomes = save_outcomes(payload, 3)
     assert outcomes[0].success and outcomes[0].number == "FKD9"
     assert not outcomes[1].success
-    assert "neither as saved nor as failed" in outcomes[1].errors[0].message
+    assert outcomes[1].unknown and "neither as saved nor as refused" in outcomes[1].errors[0].message
     assert outcomes[2].errors == [FieldError("FBillNo", "违反字段唯一性要求"),
                                    FieldError(None, "第1行分录，【结算方式】字段必录")]
     assert not outcomes[2].success and outcomes[2].kingdee_id is None
@@ -142,9 +142,22 @@ def test_unattributable_success_is_outcome_unknown() -> None:
     assert save_outcomes(answer(successes=[{"Id": 1, "Number": "N"}]), 1)[0].success
 
 
-def test_answer_without_status_is_an_error() -> None:
-    with pytest.raises(KingdeeError):
+def test_a_save_answered_without_status_has_an_unknown_outcome() -> None:
+    """{"Result": {"Message": "ok"}} after a committed save: the bills may be in Kingdee."""
+    with pytest.raises(KingdeeOutcomeUnknown):
         save_outcomes({"unexpected": True}, 1)
+    with pytest.raises(KingdeeOutcomeUnknown):
+        save_outcomes({"Result": {"Message": "ok"}}, 3)
+
+
+def test_a_success_without_entities_leaves_every_model_unknown() -> None:
+    outcomes = save_outcomes(answer(is_success=True, successes=[], errors=[]), 3)
+    assert [(o.success, o.unknown) for o in outcomes] == [(False, True)] * 3
+
+
+def test_errors_without_dindex_in_a_batch_with_several_unsaved_models_refuse_none() -> None:
+    outcomes = save_outcomes(answer(is_success=False, msg_code=11, errors=[{"FieldName": "FDATE", "Message": "x"}]), 2)
+    assert [o.unknown for o in outcomes] == [True, True]
 
 
 def test_operation_result() -> None:

@@ -27,13 +27,19 @@ class FieldError:
 
 @dataclass(frozen=True)
 class SaveOutcome:
-    """The outcome of one model of a BatchSave, by its position (DIndex) in the batch."""
+    """The outcome of one model of a BatchSave, by its position (DIndex) in the batch.
+
+    ``unknown``: the answer neither saved nor refused this model by its DIndex (IsSuccess true with
+    no SuccessEntitys, an error naming no model of a batch): it may be in Kingdee, so it must be
+    looked up, never taken as refused.
+    """
 
     index: int
     success: bool
     kingdee_id: int | None
     number: str | None
     errors: list[FieldError] = field(default_factory=list)
+    unknown: bool = False
 
 
 @dataclass(frozen=True)
@@ -148,11 +154,16 @@ def _is_whole_call_failure(status: ResponseStatus) -> bool:
     return not any((lenient_int(e.get("DIndex")) or 0) >= 1 for e in status.errors)
 
 
-def _answered_status(payload: Any, service: str) -> ResponseStatus:
-    """The answer's ResponseStatus; KingdeeError when there is none or the whole call failed."""
+def _answered_status(payload: Any, service: str, write: bool = False) -> ResponseStatus:
+    """The answer's ResponseStatus; KingdeeError when the whole call failed, or when there is none
+    (KingdeeOutcomeUnknown for a ``write``: an answer that says nothing may follow a commit)."""
     status = parse_response_status(payload)
     if status is None:
-        raise KingdeeError(f"answer without ResponseStatus: {str(payload)[:200]}", service=service)
+        message = f"answer without ResponseStatus: {str(payload)[:200]}"
+        if write:
+            raise KingdeeOutcomeUnknown(f"{service}: {message}; the call may have been processed, "
+                                        "query Kingdee before sending it again")
+        raise KingdeeError(message, service=service)
     if _is_whole_call_failure(status):
         raise KingdeeError(status.first_message(), msg_code=status.msg_code,
                            errors=[field_error(e) for e in status.errors], service=service)
@@ -162,10 +173,11 @@ def _answered_status(payload: Any, service: str) -> ResponseStatus:
 def save_outcomes(payload: Any, model_count: int, service: str = "BatchSave") -> list[SaveOutcome]:
     """Exactly one SaveOutcome per model, by DIndex, from a BatchSave answer.
 
-    Raises KingdeeError for a whole-call failure, and KingdeeOutcomeUnknown when a saved bill
-    cannot be attributed to a model (a resend could then duplicate it).
+    Raises KingdeeError for a whole-call failure, and KingdeeOutcomeUnknown when the answer carries
+    no ResponseStatus or a saved bill cannot be attributed to a model (a resend could then duplicate
+    it). A model refused by no error of its own DIndex is ``unknown``, never refused.
     """
-    status = _answered_status(payload, service)
+    status = _answered_status(payload, service, write=True)
 
     saved: dict[int, dict] = {}
     for entity in status.successes:
@@ -182,11 +194,17 @@ def save_outcomes(payload: Any, model_count: int, service: str = "BatchSave") ->
     unplaced: list[FieldError] = []
     for raw in status.errors:
         index = lenient_int(raw.get("DIndex"))
+        if index is None and model_count == 1:
+            index = 0
         if index is None or not 0 <= index < model_count:
             unplaced.append(field_error(raw))
         else:
             errors_by_index.setdefault(index, []).append(field_error(raw))
 
+    unsettled = [i for i in range(model_count) if i not in saved and i not in errors_by_index]
+    if unplaced and len(unsettled) == 1:
+        # Errors naming no model, and one model neither saved nor refused by DIndex: theirs by elimination.
+        errors_by_index[unsettled[0]] = []
     outcomes = []
     for index in range(model_count):
         if index in saved:
@@ -196,11 +214,12 @@ def save_outcomes(payload: Any, model_count: int, service: str = "BatchSave") ->
                                         str(number) if number not in (None, "") else None,
                                         errors_by_index.get(index, [])))
             continue
-        errors = errors_by_index.get(index, []) + unplaced
-        if not errors:
-            errors = [FieldError(None, f"{service} reported model {index} neither as saved nor as "
-                                       f"failed (IsSuccess={status.is_success}, MsgCode={status.msg_code})")]
-        outcomes.append(SaveOutcome(index, False, None, None, errors))
+        if index in errors_by_index:
+            outcomes.append(SaveOutcome(index, False, None, None, errors_by_index[index] + unplaced))
+            continue
+        note = FieldError(None, f"{service} reported model {index} neither as saved nor as refused "
+                                f"(IsSuccess={status.is_success}, MsgCode={status.msg_code}); it may be in Kingdee")
+        outcomes.append(SaveOutcome(index, False, None, None, [*unplaced, note], unknown=True))
     return outcomes
 
 

@@ -61,6 +61,11 @@ class SaveOutcome(Protocol):
     @property
     def errors(self) -> Sequence[ModelError]: ...
 
+    @property
+    def unknown(self) -> bool:
+        """Neither saved nor refused by the answer: it may be in Kingdee, so it is looked up."""
+        ...
+
 
 class OperationResult(Protocol):
     """The outcome of Submit or Audit on a list of bill numbers."""
