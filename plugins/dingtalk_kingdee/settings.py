@@ -48,6 +48,7 @@ class Settings:
     var_dir: Path
     task_retries: int
     retry_delay_seconds: int
+    sending_lease_seconds: float
 
 
 def get_settings() -> Settings:
@@ -65,4 +66,8 @@ def get_settings() -> Settings:
         # Task retry policy (exponential backoff from this first delay, capped at 30 minutes).
         task_retries=int(_env("DK_TASK_RETRIES", "3")),
         retry_delay_seconds=int(_env("DK_RETRY_DELAY_SECONDS", "120")),
+        # How long a send (a BatchSave, a DingTalk comment) may still take effect after it left: a bill
+        # sent this long ago (on the staging database's clock) and not found in Kingdee is sent again.
+        # Keep it far above the Kingdee read timeout and the longest commit the server may take.
+        sending_lease_seconds=float(_env("DK_SENDING_LEASE_SECONDS", "900")),
     )

@@ -87,6 +87,10 @@ class BillInDoubt:
 
     instance_id: str
     match_value: str
+    # Sent longer ago than the sending lease (database clock): if Kingdee does not hold it now, it never
+    # will, so it may be sent again. Within the lease a save may still be committing.
+    lease_expired: bool = True
+    business_id: str = ""
 
 
 @dataclass(frozen=True)

@@ -82,6 +82,21 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
+def db_now(conn: Connection) -> sa.ColumnElement:
+    """The staging database's clock, not the worker's: leases must not depend on a worker's clock."""
+    if conn.dialect.name == "sqlite":
+        # The format SQLAlchemy stores datetimes in on SQLite (UTC), so stored values compare as text.
+        return sa.func.strftime("%Y-%m-%d %H:%M:%f", "now")
+    return sa.func.now()
+
+
+def db_time_ago(conn: Connection, age: timedelta) -> sa.ColumnElement:
+    """The database clock minus ``age``."""
+    if conn.dialect.name == "sqlite":
+        return sa.func.strftime("%Y-%m-%d %H:%M:%f", "now", f"-{age.total_seconds():.3f} seconds")
+    return sa.func.now() - sa.literal(age, sa.Interval())
+
+
 def chunked(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
     for start in range(0, len(items), size):
         yield items[start:start + size]
@@ -475,17 +490,23 @@ class SchemeStaging:
     def bills_in_doubt(self, lease: timedelta, instance_ids: Collection[str] | None = None) -> list[BillInDoubt]:
         """Bills whose fate in Kingdee is not known here.
 
-        ``unknown`` bills, and ``sending`` bills whose sender went quiet for longer than ``lease`` (a
-        crashed or killed task). Younger ``sending`` bills belong to a load that may still be running.
+        ``unknown`` bills of any age, and ``sending`` bills whose sender went quiet for longer than
+        ``lease`` (a crashed or killed task); younger ``sending`` bills belong to a load that may still
+        be running. Ages are read on the database's clock. ``lease_expired`` says whether a save of the
+        bill may still be committing: a lookup that misses such a bill proves nothing yet.
         """
-        cond = [bills.c.scheme_id == self.scheme_id,
-                sa.or_(bills.c.state == BillState.UNKNOWN,
-                       sa.and_(bills.c.state == BillState.SENDING, bills.c.sent_at < now() - lease))]
-        if instance_ids is not None:
-            cond.append(among(bills.c.instance_id, instance_ids))
         with self.engine.connect() as conn:
-            return [BillInDoubt(r.instance_id, r.match_value) for r in conn.execute(
-                sa.select(bills.c.instance_id, bills.c.match_value).where(*cond).order_by(bills.c.instance_id))]
+            expired = sa.func.coalesce(bills.c.sent_at < db_time_ago(conn, lease), True)
+            cond = [bills.c.scheme_id == self.scheme_id,
+                    sa.or_(bills.c.state == BillState.UNKNOWN,
+                           sa.and_(bills.c.state == BillState.SENDING, expired))]
+            if instance_ids is not None:
+                cond.append(among(bills.c.instance_id, instance_ids))
+            query = (sa.select(bills.c.instance_id, bills.c.match_value, bills.c.business_id,
+                               expired.label("expired"))
+                     .where(*cond).order_by(bills.c.instance_id))
+            return [BillInDoubt(r.instance_id, r.match_value, bool(r.expired), r.business_id)
+                    for r in conn.execute(query)]
 
     def claim_for_sending(self, limit: int, instance_ids: Collection[str] | None = None) -> list[ClaimedBill]:
         """Atomically move up to ``limit`` pending bills to ``sending`` and return them.
@@ -504,11 +525,12 @@ class SchemeStaging:
             candidates = list(conn.execute(
                 sa.select(bills.c.instance_id).where(*cond).order_by(bills.c.instance_id).limit(limit)).scalars())
             if candidates:
+                # sent_at on the database clock: the lease other loads measure must not follow this worker's.
                 conn.execute(bills.update()
                              .where(bills.c.scheme_id == sid, among(bills.c.instance_id, candidates),
                                     bills.c.state.in_(SENDABLE))
-                             .values(state=BillState.SENDING, claim_token=token, sent_at=stamp, updated_at=stamp,
-                                     attempts=bills.c.attempts + 1))
+                             .values(state=BillState.SENDING, claim_token=token, sent_at=db_now(conn),
+                                     updated_at=stamp, attempts=bills.c.attempts + 1))
         with self.engine.connect() as conn:
             return [
                 ClaimedBill(r.instance_id, r.business_id, r.match_value, from_cents(r.amount_cents),
@@ -565,6 +587,13 @@ class SchemeStaging:
                                                  sa.or_(bills.c.doc_status.is_(None), bills.c.doc_status != wanted))
                                           .order_by(bills.c.instance_id))]
 
+    def record_bill_error(self, instance_id: str, error: str) -> None:
+        """Note what went wrong with this bill's follow-up (a lookup, a submit) without moving it."""
+        with self.engine.begin() as conn:
+            conn.execute(bills.update()
+                         .where(bills.c.scheme_id == self.scheme_id, bills.c.instance_id == instance_id)
+                         .values(last_error=error, updated_at=now()))
+
     def record_doc_status(self, instance_ids: Sequence[str], doc_status: str) -> None:
         """Kingdee reports these bills at ``doc_status`` (a ``DocumentStatus`` value, stored as given)."""
         with self.engine.begin() as conn:
@@ -607,29 +636,77 @@ class SchemeStaging:
         return len(values)
 
     def comments_to_post(self, instance_ids: Collection[str] | None = None) -> list[CommentToPost]:
-        """Ledger lines whose comment is still to be posted. A comment that failed or got no answer is
-        not posted again by itself: an employee seeing "paid" twice is worse than a missing note."""
+        """Ledger lines whose comment is still to be posted (read only; ``claim_comments`` claims them).
+        A comment that failed, got no answer or was interrupted is not posted again by itself: an
+        employee seeing "paid" twice is worse than a missing note."""
         cond = [writeback.c.scheme_id == self.scheme_id, writeback.c.comment_state == CommentState.PENDING]
         if instance_ids is not None:
             cond.append(among(writeback.c.instance_id, instance_ids))
-        query = (sa.select(writeback, instances.c.payload)
-                 .join(instances, sa.and_(instances.c.scheme_id == writeback.c.scheme_id,
-                                          instances.c.instance_id == writeback.c.instance_id))
-                 .where(*cond).order_by(writeback.c.instance_id))
         with self.engine.connect() as conn:
-            return [
-                CommentToPost(instance_id=r.instance_id, business_id=r.business_id, bill_number=r.bill_number,
-                              payee=r.payee, amount=from_cents(r.amount_cents),
-                              originator_userid=str(json.loads(r.payload).get("originator_userid") or ""))
-                for r in conn.execute(query)
-            ]
+            pending = list(conn.execute(sa.select(writeback.c.instance_id).where(*cond)).scalars())
+        return self._comments(pending)
+
+    def claim_comments(self, limit: int | None = None, instance_ids: Collection[str] | None = None,
+                       ) -> list[CommentToPost]:
+        """Move pending comments to ``sending`` and return those this call won.
+
+        The conditional UPDATE (``WHERE comment_state = 'pending'``) is what keeps two write_backs
+        from posting one comment: a row another claimed first no longer matches. ``commented_at`` is
+        the claim time on the database clock (``expire_comment_sends``).
+        """
+        sid = self.scheme_id
+        cond = [writeback.c.scheme_id == sid, writeback.c.comment_state == CommentState.PENDING]
+        if instance_ids is not None:
+            cond.append(among(writeback.c.instance_id, instance_ids))
+        with self.engine.connect() as conn:
+            query = sa.select(writeback.c.instance_id).where(*cond).order_by(writeback.c.instance_id)
+            candidates = list(conn.execute(query if limit is None else query.limit(limit)).scalars())
+        won: list[str] = []
+        for part in chunked(candidates, IN_CHUNK):
+            with self.engine.begin() as conn:
+                won.extend(conn.execute(
+                    writeback.update()
+                    .where(writeback.c.scheme_id == sid, writeback.c.instance_id.in_(part),
+                           writeback.c.comment_state == CommentState.PENDING)
+                    .values(comment_state=CommentState.SENDING, commented_at=db_now(conn))
+                    .returning(writeback.c.instance_id)).scalars())
+        return self._comments(won)
+
+    def _comments(self, instance_ids: Sequence[str]) -> list[CommentToPost]:
+        found: list[CommentToPost] = []
+        with self.engine.connect() as conn:
+            for part in chunked(sorted(instance_ids), IN_CHUNK):
+                query = (sa.select(writeback, instances.c.payload)
+                         .join(instances, sa.and_(instances.c.scheme_id == writeback.c.scheme_id,
+                                                  instances.c.instance_id == writeback.c.instance_id))
+                         .where(writeback.c.scheme_id == self.scheme_id, writeback.c.instance_id.in_(part))
+                         .order_by(writeback.c.instance_id))
+                found.extend(
+                    CommentToPost(instance_id=r.instance_id, business_id=r.business_id, bill_number=r.bill_number,
+                                  payee=r.payee, amount=from_cents(r.amount_cents),
+                                  originator_userid=str(json.loads(r.payload).get("originator_userid") or ""))
+                    for r in conn.execute(query))
+        return found
+
+    def expire_comment_sends(self, lease: timedelta) -> int:
+        """Comments left ``sending`` longer than ``lease`` (their write_back died): ``unknown``, never resent."""
+        with self.engine.begin() as conn:
+            return conn.execute(writeback.update().where(
+                writeback.c.scheme_id == self.scheme_id, writeback.c.comment_state == CommentState.SENDING,
+                writeback.c.commented_at < db_time_ago(conn, lease),
+            ).values(comment_state=CommentState.UNKNOWN,
+                     comment_error="interrupted while sending: it may have been posted, so it is not resent")
+            ).rowcount
 
     def _set_comment_state(self, instance_id: str, state: CommentState, error: str | None) -> None:
         with self.engine.begin() as conn:
+            values: dict[str, Any] = dict(comment_state=state, comment_error=error)
+            if state == CommentState.DONE:
+                values["commented_at"] = now()
             conn.execute(writeback.update().where(
                 writeback.c.scheme_id == self.scheme_id, writeback.c.instance_id == instance_id,
-            ).values(comment_state=state, comment_error=error,
-                     commented_at=now() if state == CommentState.DONE else None))
+                writeback.c.comment_state.in_([CommentState.SENDING, CommentState.PENDING]),
+            ).values(**values))
 
     def mark_comment_posted(self, instance_id: str) -> None:
         self._set_comment_state(instance_id, CommentState.DONE, None)
