@@ -159,7 +159,7 @@ def test_a_load_killed_between_marking_and_sending_recovers_after_the_lease(worl
     assert {states[c.instance_id].state for c in orphaned} == {BillState.SENDING}
     # ... after it, they are looked up in Kingdee, found missing, and sent exactly once.
     counts = pipeline.reconcile(world.scheme, kingdee, world.engine, run, lease=timedelta(0))
-    assert counts == {"reconciled_found": 0, "reconciled_missing": 5}
+    assert counts == {"reconciled_found": 0, "reconciled_missing": 5, "reconciled_waiting": 0}
     pipeline.load(world.scheme, kingdee, world.engine, run)
     world.assert_no_duplicates()
     assert set(world.bills_by_business_id()) == set(payable_now(world))

@@ -15,9 +15,12 @@ from dingtalk_kingdee.pipeline.problems import Problem, alert_message, alert_rec
 from dingtalk_kingdee.pipeline.run import Run
 from dingtalk_kingdee.scheme import Scheme
 from dingtalk_kingdee.settings import get_settings
-from dingtalk_kingdee.staging import SchemeStaging, Summary
+from dingtalk_kingdee.staging import CommentState, SchemeStaging, Summary
 
 log = logging.getLogger(__name__)
+
+# A comment that got no answer, or whose write_back died while sending, may have been posted: said plainly.
+_COMMENT_WORDS = {CommentState.UNKNOWN: "unknown, not resent", CommentState.SENDING: "being sent"}
 
 # (title, markdown) → True when sent, False when alerts are off (no robot); raises when delivery fails.
 AlertSender = Callable[[str, str], bool]
@@ -82,6 +85,9 @@ def _head_lines(scheme: Scheme, run: Run, found: Summary, problems: list[Problem
         f"  rejected by reason: {found.rejected_by_reason}",
         "  needs a person: " + (", ".join(f"{code} {n}" for code, n in needs.items()) or "nothing"),
     ]
+    if found.comments_by_state:
+        lines.append("  comments: " + ", ".join(
+            f"{_COMMENT_WORDS.get(state, state)} {n}" for state, n in sorted(found.comments_by_state.items())))
     if step_counts:
         lines.append(f"  steps: {step_counts}")
     return lines

@@ -1,4 +1,10 @@
-"""write_back: record which claim became which bill, and tell DingTalk when the scheme asks for it."""
+"""write_back: record which claim became which bill, and tell DingTalk when the scheme asks for it.
+
+A comment is posted at most once: each is claimed (``pending → sending``, one conditional UPDATE, so
+of two overlapping write_backs only one wins it) before it is posted, then ends ``done``, ``failed``
+(refused) or ``unknown`` (no answer). DingTalk has no way to look a comment up, so a comment left
+``sending`` by a write_back that died is never posted again: after the sending lease it is ``unknown``.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,7 @@ from sqlalchemy.engine import Engine
 from dingtalk_kingdee.errors import DingTalkError, DingTalkUnavailable
 from dingtalk_kingdee.pipeline.protocols import DingTalkClient
 from dingtalk_kingdee.pipeline.run import Run
+from dingtalk_kingdee.pipeline.settle import sending_lease
 from dingtalk_kingdee.scheme import Scheme
 from dingtalk_kingdee.staging import CommentToPost, SchemeStaging
 
@@ -29,7 +36,12 @@ def write_back(scheme: Scheme, dingtalk: DingTalkClient, engine: Engine, run: Ru
     counts = {"ledger_added": added, "comments_sent": 0, "comments_failed": 0}
     if not comments_on:
         return counts
-    entries = staged.comments_to_post(run.instance_ids)
+    interrupted = staged.expire_comment_sends(sending_lease())
+    if interrupted:
+        counts["comments_interrupted"] = interrupted
+        log.warning("write_back: %d comments were being sent by a write_back that did not finish; they may "
+                    "have been posted, so they are not sent again (comment_state unknown)", interrupted)
+    entries = staged.claim_comments(instance_ids=run.instance_ids)
 
     def comment(entry: CommentToPost) -> bool:
         text = scheme.write_back.render_comment(bill_number=entry.bill_number, business_id=entry.business_id,
