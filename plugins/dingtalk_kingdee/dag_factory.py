@@ -16,8 +16,9 @@ from airflow.sdk import DAG, CronDataIntervalTimetable, Param, chain, get_curren
 from sqlalchemy.engine import Engine
 
 from dingtalk_kingdee import pipeline, staging
+from dingtalk_kingdee.errors import SchemeError
 from dingtalk_kingdee.notifications import DingTalkRobotNotifier
-from dingtalk_kingdee.scheme import Scheme, load_schemes
+from dingtalk_kingdee.scheme import Scheme, load_schemes_apart
 from dingtalk_kingdee.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -193,10 +194,28 @@ def build_dag(scheme: Scheme) -> DAG:
 
 
 def build_all(schemes_dir: Path | None = None) -> dict[str, DAG]:
-    """One DAG per scheme file in the schemes folder, keyed by DAG id."""
+    """One DAG per scheme file in the schemes folder that loads, keyed by DAG id. A broken file is
+    left out (``raise_scheme_errors`` reports it as an import error of its own DAG file)."""
     folder = schemes_dir or get_settings().schemes_dir
+    schemes, errors = load_schemes_apart(folder)
+    for error in errors.values():
+        log.error("scheme left out: %s", error)
     dags = {}
-    for scheme in load_schemes(folder):
+    for scheme in schemes:
         dag = build_dag(scheme)
         dags[dag.dag_id] = dag
     return dags
+
+
+def raise_scheme_errors(schemes_dir: Path | None = None) -> None:
+    """Raise one ``SchemeError`` naming every scheme file that cannot be loaded, else nothing.
+
+    Airflow marks every DAG of a file with an import error stale, so the broken schemes are raised
+    from a DAG file of their own (``dags/dingtalk_kingdee_scheme_errors.py``), not from the file
+    that builds the good schemes' DAGs: the import error names the broken file and what is wrong,
+    and the other schemes' DAGs stay.
+    """
+    _, errors = load_schemes_apart(schemes_dir or get_settings().schemes_dir)
+    if errors:
+        raise SchemeError(f"{len(errors)} scheme file(s) cannot be loaded; their DAGs are left out:\n"
+                          + "\n".join(str(e) for e in errors.values()))

@@ -419,16 +419,32 @@ def load_scheme(path: str | Path) -> Scheme:
     return scheme.model_copy(update={"maps": maps, "path": str(file)})
 
 
-def load_schemes(directory: str | Path) -> list[Scheme]:
-    """Every ``*.yaml`` / ``*.yml`` scheme in a directory, ids unique across files."""
+def load_schemes_apart(directory: str | Path) -> tuple[list[Scheme], dict[str, SchemeError]]:
+    """Every ``*.yaml`` / ``*.yml`` scheme in a directory that loads, and the error of each file that
+    does not (by file path): one broken file never hides the others. A file reusing an id already
+    taken by an earlier file (in name order) is an error of its own."""
     folder = Path(directory)
     files = sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")])
     schemes: list[Scheme] = []
+    errors: dict[str, SchemeError] = {}
     seen: dict[str, Path] = {}
     for file in files:
-        scheme = load_scheme(file)
-        if scheme.id in seen:
-            raise SchemeError(f'{file}: id: "{scheme.id}" is already used by {seen[scheme.id]}')
+        try:
+            scheme = load_scheme(file)
+            if scheme.id in seen:
+                raise SchemeError(f'{file}: id: "{scheme.id}" is already used by {seen[scheme.id]}')
+        except SchemeError as exc:
+            errors[str(file)] = exc
+            continue
         seen[scheme.id] = file
         schemes.append(scheme)
+    return schemes, errors
+
+
+def load_schemes(directory: str | Path) -> list[Scheme]:
+    """Every ``*.yaml`` / ``*.yml`` scheme in a directory, ids unique across files; the first broken
+    file raises its ``SchemeError``."""
+    schemes, errors = load_schemes_apart(directory)
+    if errors:
+        raise next(iter(errors.values()))
     return schemes

@@ -13,7 +13,7 @@ from pathlib import Path
 import pendulum
 from airflow.sdk import DAG, Param, get_current_context, task
 
-from dingtalk_kingdee.scheme import Scheme, load_scheme, load_schemes
+from dingtalk_kingdee.scheme import Scheme, load_scheme, load_schemes_apart
 from dingtalk_kingdee.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,8 @@ def build_valuemaps_dag(scheme: Scheme) -> DAG:
 def build_all(schemes_dir: Path | None = None) -> dict[str, DAG]:
     """One value-map DAG per scheme file in the schemes folder, keyed by DAG id."""
     dags = {}
-    for scheme in load_schemes(schemes_dir or get_settings().schemes_dir):
+    # A broken scheme file is left out here; dags/dingtalk_kingdee_scheme_errors.py reports it.
+    for scheme in load_schemes_apart(schemes_dir or get_settings().schemes_dir)[0]:
         dag = build_valuemaps_dag(scheme)
         dags[dag.dag_id] = dag
     return dags
