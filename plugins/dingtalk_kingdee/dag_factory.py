@@ -52,7 +52,8 @@ up in Kingdee by `{match_field}` before anything is sent again.
   instead of the look-back window (which ends at the data interval end; for a run triggered without a
   logical date, at the time the run was due). The `plan` log states the window in China time.
 - `instance_ids`: sync exactly these approval instances.
-- `replay_rejected`: transform rejected and refused claims again (after fixing a value map), then load.
+- `replay_rejected`: transform every rejected and refused claim again (after a fix in Kingdee), then load.
+  A value-map or mapping change needs none: the next run retries the claims rejected for a value map.
 
 **Backfill** from the UI (Backfill) or `airflow backfill create --dag-id {dag_id} --from-date ... --to-date ...`.
 Rejected claims and their reasons are in the `report` task log and table `dk_rejects`.
@@ -144,8 +145,9 @@ def build_dag(scheme: Scheme) -> DAG:
             "instance_ids": Param([], type="array", items={"type": "string"}, title="Instance ids",
                                   description="Sync exactly these DingTalk approval instances."),
             "replay_rejected": Param(False, type="boolean", title="Replay rejected",
-                                     description="Transform rejected and refused claims again, e.g. after "
-                                                 "fixing a value map."),
+                                     description="Transform every rejected and refused claim again, e.g. "
+                                                 "after a fix in Kingdee. (A value-map change needs no "
+                                                 "replay: the next run retries those claims.)"),
         },
         render_template_as_native_obj=True,
     ) as dag:

@@ -6,6 +6,7 @@ overlapping scheduled runs, lost answers, crashed tasks, dry runs and replays.
 
 from __future__ import annotations
 
+import shutil
 import threading
 from datetime import timedelta
 from decimal import Decimal
@@ -13,7 +14,10 @@ from decimal import Decimal
 import pytest
 
 from dingtalk_kingdee import pipeline
+from dingtalk_kingdee.reasons import MAPPING_REASONS
+from dingtalk_kingdee.scheme import load_scheme
 from dingtalk_kingdee.staging import BillState
+from tests.e2e.conftest import SCHEME_FILE
 from tests.e2e.expected import bill_total, compare_bill
 
 pytestmark = pytest.mark.e2e
@@ -176,28 +180,43 @@ def test_dry_run_writes_nothing_to_kingdee(world):
     assert set(world.bills_by_business_id()) == set(payable_now(world))
 
 
-def test_replay_rejected_after_fixing_a_value_map_loads_the_claim(world_factory):
+def test_adding_the_missing_people_to_the_csv_value_maps_pays_their_claims_on_the_next_ordinary_run(
+        world_factory, tmp_path):
     world = world_factory(count=80, seed=11, edge_rate=0.3)
-    world.run()
+    schemes = tmp_path / "schemes"
+    shutil.copytree(SCHEME_FILE.parent, schemes)
+    world.run(scheme=load_scheme(schemes / SCHEME_FILE.name))
     unmapped = [c for c in world.seed if c.truth.expected_reject == "unmapped_employee"]
     assert unmapped, "the seed should hold a claim from an unmapped employee"
-    userids = {c.instance["originator_userid"] for c in unmapped}
-    # The implementer adds the missing people to the value maps that key on the DingTalk user.
-    maps = dict(world.scheme.maps)
-    maps["employees"] = {**maps["employees"], **dict.fromkeys(userids, "EMP1001")}
-    maps["employee_names"] = {**maps["employee_names"], **dict.fromkeys(userids, "新同事")}
-    fixed = world.scheme.model_copy(update={"maps": maps})
-
-    world.run(scheme=fixed)  # without replay nothing changes: those claims are final and transformed
     assert not {c.instance["business_id"] for c in unmapped} & set(world.bills_by_business_id())
 
-    world.run(scheme=fixed, replay_rejected=True)
+    # The implementer adds the missing people to both CSV files that key on the DingTalk user.
+    userids = sorted({c.instance["originator_userid"] for c in unmapped})
+    for name, value in (("employees.csv", "EMP1001"), ("employee_names.csv", "新同事")):
+        with (schemes / "expense_to_paybill" / name).open("a", encoding="utf-8") as csv:
+            csv.writelines(f"{userid},{value}\n" for userid in userids)
+    fixed = load_scheme(schemes / SCHEME_FILE.name)
+
+    summary = world.run(scheme=fixed)  # an ordinary run: no replay_rejected, no instance_ids
     stored = world.bills_by_business_id()
     for claim in unmapped:
         assert claim.instance["business_id"] in stored
+    # Only the claims rejected for a value map were transformed again, not the refused or malformed ones.
+    mapping_rejected = [c for c in world.seed if c.truth.expected_reject in MAPPING_REASONS]
+    assert summary["steps"]["transform"]["claims"] == len(mapping_rejected)
+    assert "unmapped_employee" not in world.staged.summary().rejected_by_reason
+    # Still unmapped (the expense items): rejected again under the new fingerprint, not retried every run.
+    assert world.run(scheme=fixed)["steps"]["transform"]["claims"] == 0
     world.assert_no_duplicates()
-    remaining = world.staged.summary().rejected_by_reason
-    assert "unmapped_employee" not in remaining
+
+
+def test_replay_rejected_transforms_every_rejected_claim_again(world_factory):
+    world = world_factory(count=80, seed=11, edge_rate=0.3)
+    world.run()
+    assert world.run()["steps"]["transform"]["claims"] == 0
+    rejected = {r.instance_id for r in world.staged.summary().rejected_claims}
+    replayed = world.run(replay_rejected=True)
+    assert replayed["steps"]["transform"]["claims"] == len(rejected)
 
 
 def test_instance_ids_syncs_exactly_those_claims(world):

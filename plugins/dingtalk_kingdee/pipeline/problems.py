@@ -66,9 +66,9 @@ def value_map_fix(scheme: Scheme, reason: str) -> str | None:
     spec = scheme.value_maps.get(name)
     folder = Path(scheme.path).parent if scheme.path else Path(".")
     if spec is not None and spec.file:
-        return f'add the line "{key},<value>" to {folder / scheme.id / spec.file}'
+        return f'add the line "{key},<value>" to {folder / scheme.id / spec.file}; the next run retries'
     where = Path(scheme.path).name if scheme.path else f"{scheme.id}.yaml"
-    return f'add "{key}: <value>" under value_maps.{name}.values in {where}'
+    return f'add "{key}: <value>" under value_maps.{name}.values in {where}; the next run retries'
 
 
 def claim_problems(scheme: Scheme, found: Summary) -> list[Problem]:

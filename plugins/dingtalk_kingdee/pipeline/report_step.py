@@ -64,6 +64,8 @@ def report(scheme: Scheme, engine: Engine, run: Run, step_counts: dict | None = 
         for p in problems if p.kind == "rejected"][:max_listed]
     summary["problem_bills"] = summary["problem_bills"][:max_listed]
     summary["report_file"] = str(path)
+    if step_counts:
+        summary["steps"] = step_counts
     if alert is not None and not run.dry_run:
         summary.update(_alert(staged, scheme, run, problems, alert, str(path)))
     summary["text"] = "\n".join(lines)

@@ -3,6 +3,8 @@ rejects, chunk by chunk (the transform itself is pure; this step reads and write
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from decimal import Decimal
 
@@ -10,7 +12,7 @@ import pandas as pd
 from sqlalchemy.engine import Engine
 
 from dingtalk_kingdee.pipeline.run import Run
-from dingtalk_kingdee.reasons import RejectReason
+from dingtalk_kingdee.reasons import MAPPING_REASONS, RejectReason
 from dingtalk_kingdee.scheme import Scheme
 from dingtalk_kingdee.staging import BillRecord, ClaimToTransform, RejectRecord, RowRecord, SchemeStaging
 from dingtalk_kingdee.transform import transform_claims
@@ -27,11 +29,13 @@ _ROW_META = frozenset({"instance_id", "table", "row_index", "row_key", "row_id",
 def transform(scheme: Scheme, engine: Engine, run: Run) -> dict:
     """Turn every final claim whose latest answer is not yet transformed into a pending bill or rejects."""
     staged = SchemeStaging(engine, scheme.id)
+    fingerprint = scheme_fingerprint(scheme)
     after = ""
     totals = {"claims": 0, "bills": 0, "rejected": 0, "kept_sent": 0}
     while True:
         batch = staged.claims_to_transform(TRANSFORM_CHUNK, after=after, instance_ids=run.instance_ids,
-                                           include_rejected=run.replay_rejected)
+                                           include_rejected=run.replay_rejected, fingerprint=fingerprint,
+                                           fingerprinted_codes=MAPPING_REASONS)
         if not batch:
             break
         after = batch[-1].instance_id
@@ -45,6 +49,7 @@ def transform(scheme: Scheme, engine: Engine, run: Run) -> dict:
             {c.instance_id: c.version for c in batch}, _bill_records(result.bills),
             [*_reject_records(result.rejects), *unreadable.values()], _row_records(result.rows), run.run_id,
         )
+        staged.stamp_rejects([c.instance_id for c in batch], fingerprint)
         totals["claims"] += len(batch)
         totals["bills"] += saved.bills
         totals["rejected"] += saved.rejects
@@ -52,6 +57,15 @@ def transform(scheme: Scheme, engine: Engine, run: Run) -> dict:
         log.info("transform: %d claims so far → %d bills, %d rejected", totals["claims"], totals["bills"],
                  totals["rejected"])
     return totals
+
+
+def scheme_fingerprint(scheme: Scheme) -> str:
+    """A digest of what a value-map reject depends on: the field mappings, the payee, the value maps'
+    declarations and contents. A reject stored under another digest may map now."""
+    parts = {"mapping": scheme.mapping.model_dump(mode="json"), "payee": scheme.payee.model_dump(mode="json"),
+             "value_maps": {name: spec.model_dump(mode="json") for name, spec in scheme.value_maps.items()},
+             "maps": scheme.maps}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
 def _with_nul(batch: list[ClaimToTransform]) -> dict[str, RejectRecord]:

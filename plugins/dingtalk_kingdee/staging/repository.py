@@ -354,14 +354,22 @@ class SchemeStaging:
     # -- transform -------------------------------------------------------------------------------
 
     def claims_to_transform(self, limit: int, after: str = "", instance_ids: Collection[str] | None = None,
-                            include_rejected: bool = False) -> list[ClaimToTransform]:
+                            include_rejected: bool = False, fingerprint: str | None = None,
+                            fingerprinted_codes: Collection[str] = ()) -> list[ClaimToTransform]:
         """Final claims whose latest answer has not been transformed yet, in id order after ``after``.
 
-        ``include_rejected`` also returns claims that ended as rejects or as bills Kingdee refused
-        (replay after a value-map fix).
+        With ``fingerprint``, also claims rejected for one of ``fingerprinted_codes`` under another
+        scheme fingerprint (or none): the value maps or the mapping changed since. ``include_rejected``
+        also returns every claim that ended as rejects or as a bill Kingdee refused (replay).
         """
         sid = self.scheme_id
         due = instances.c.transformed_version < instances.c.payload_version
+        if fingerprint is not None and fingerprinted_codes:
+            stale = sa.exists().where(
+                rejects.c.scheme_id == sid, rejects.c.instance_id == instances.c.instance_id,
+                rejects.c.reason_code.in_(list(fingerprinted_codes)),
+                sa.or_(rejects.c.scheme_fingerprint.is_(None), rejects.c.scheme_fingerprint != fingerprint))
+            due = sa.or_(due, stale)
         if include_rejected:
             rejected = sa.exists().where(rejects.c.scheme_id == sid, rejects.c.instance_id == instances.c.instance_id)
             refused = sa.exists().where(bills.c.scheme_id == sid, bills.c.state == BillState.FAILED,
@@ -484,6 +492,14 @@ class SchemeStaging:
                 ).values(transformed_version=version))
         return SavedTransform(bills=len(bill_values), rejects=len({r["instance_id"] for r in reject_values}),
                               kept_sent=len(locked))
+
+    def stamp_rejects(self, instance_ids: Sequence[str], fingerprint: str) -> None:
+        """Record the scheme fingerprint these claims' rejects were made under."""
+        with self.engine.begin() as conn:
+            for part in chunked(list(instance_ids), IN_CHUNK):
+                conn.execute(rejects.update()
+                             .where(rejects.c.scheme_id == self.scheme_id, rejects.c.instance_id.in_(part))
+                             .values(scheme_fingerprint=fingerprint))
 
     # -- bills -----------------------------------------------------------------------------------
 

@@ -92,6 +92,9 @@ rejects = sa.Table(
     sa.Column("reason", sa.Text, nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("run_id", sa.String(250)),
+    # The scheme's mapping fingerprint when the reject was made: a mapping reject made under another
+    # one is transformed again by the next run (a value map or the mapping changed since).
+    sa.Column("scheme_fingerprint", sa.String(64)),
 )
 sa.Index("ix_dk_rejects_claim", rejects.c.scheme_id, rejects.c.instance_id)
 
