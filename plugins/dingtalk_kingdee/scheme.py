@@ -387,6 +387,33 @@ def _check_references(scheme: Scheme, file: Path) -> None:
         fail("mapping.entry", "maps no field")
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (PyYAML keeps the last silently,
+    so a second ``max_amount_per_claim`` further down would quietly win)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f'key "{key}" given twice (line {seen[key]} and line {line})', key_node.start_mark)
+            seen[key] = line
+        return super().construct_mapping(node, deep)
+
+
+def _value_map_path(scheme_file: Path, scheme_id: str, name: str, map_name: str) -> Path:
+    """``<scheme folder>/<scheme_id>/<name>``, which must stay inside ``<scheme_id>/`` (no absolute
+    path, no ``..`` out of it): a scheme reads only its own value maps."""
+    base = (scheme_file.parent / scheme_id).resolve()
+    path = (base / name).resolve()
+    if Path(name).is_absolute() or not path.is_relative_to(base):
+        raise SchemeError(f'{scheme_file}: value_maps.{map_name}.file: "{name}" must stay inside '
+                          f"{scheme_file.parent / scheme_id}")
+    return path
+
+
 def load_scheme(path: str | Path) -> Scheme:
     """Read, validate and resolve one scheme file (value maps read from ``<dir>/<id>/``)."""
     file = Path(path)
@@ -395,7 +422,7 @@ def load_scheme(path: str | Path) -> Scheme:
     except OSError as exc:
         raise SchemeError(f"{file}: cannot read: {exc}") from exc
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)   # a SafeLoader: no arbitrary objects
     except yaml.YAMLError as exc:
         raise SchemeError(f"{file}: not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
@@ -414,7 +441,7 @@ def load_scheme(path: str | Path) -> Scheme:
         if spec.values is not None:
             maps[name] = {str(k).strip(): str(v).strip() for k, v in spec.values.items()}
         else:
-            maps[name] = _read_value_map_csv(file.parent / scheme.id / str(spec.file), file,
+            maps[name] = _read_value_map_csv(_value_map_path(file, scheme.id, str(spec.file), name), file,
                                              f"value_maps.{name}.file")
     return scheme.model_copy(update={"maps": maps, "path": str(file)})
 

@@ -111,3 +111,17 @@ def test_two_amount_cells_in_one_row_are_ambiguous(scheme: Scheme) -> None:
     row["rowValue"].append({"componentType": "MoneyField", "label": "报销金额(元)", "key": "MoneyField_2",
                             "value": "900.00"})
     _malformed(_run(scheme, claim("bad-1", "B1", rows=[row])), "claim B1", "报销金额(元)", "more than once")
+
+
+def test_reasons_quote_at_most_60_characters_of_a_value(scheme: Scheme) -> None:
+    huge = "9" * 500_000 + "x"
+    reject = _run(scheme, claim("bad-1", "B1", rows=[expense_row(huge, nested=[])]))
+    assert list(reject["reason_code"]) == ["amount_unparseable"]
+    assert '"' + "9" * 60 + '…"' in reject["reason"].iloc[0] and len(reject["reason"].iloc[0]) < 200
+
+
+def test_a_claim_named_by_a_huge_instance_id_is_named_shortly(scheme: Scheme) -> None:
+    instance_id = "i" * 100_000
+    raw = pd.DataFrame({"instance_id": [instance_id], "payload": [claim(instance_id, "null")]})
+    reasons = transform_claims(raw, scheme).rejects["reason"]
+    assert len(reasons) and all(len(r) < 200 and "i" * 60 + "…" in r for r in reasons)

@@ -102,7 +102,8 @@ def _transform(raw: pd.DataFrame, scheme: Scheme, already_billed: Mapping[str, s
     if bad_id.any():
         c = claims[bad_id]
         rejects.append(reject_frame(c["instance_id"], None, "business_id", RejectReason.MALFORMED_PAYLOAD,
-                                    "claim (instance " + c["instance_id"] + "): business_id " + id_problem[bad_id]))
+                                    claim_label(pd.Series(None, index=c.index, dtype=object), c["instance_id"])
+                                    + ": business_id " + id_problem[bad_id]))
     work = claims[approved & ~broken_form & ~bad_id].copy()
 
     # Tables of approved claims only: an unfinished claim is re-read later anyway.

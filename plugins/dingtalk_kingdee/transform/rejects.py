@@ -10,6 +10,7 @@ from typing import Any
 import pandas as pd
 
 from dingtalk_kingdee.reasons import RejectReason
+from dingtalk_kingdee.transform.limits import shorten
 
 REJECT_COLUMNS = ["instance_id", "business_id", "field", "reason_code", "reason"]
 
@@ -24,9 +25,11 @@ def reject_frame(instance_id: Any, business_id: Any, field: Any, code: RejectRea
 
 
 def claim_label(business_id: pd.Series, instance_id: pd.Series) -> pd.Series:
-    """``claim <business_id>``, or ``claim (no business_id) instance <id>``."""
+    """``claim <business_id>``, or ``claim (no business_id) instance <id>`` (business ids are in
+    their normal form, at most 128 characters; an instance id is shortened like any value)."""
+    instance = pd.Series([shorten(i) for i in instance_id.astype(str).tolist()], index=instance_id.index)
     return ("claim " + business_id.astype(object).where(business_id.notna(), "(no business_id) instance "
-                                                        + instance_id.astype(str)).astype(str))
+                                                        + instance).astype(str))
 
 
 def where(ctx: pd.DataFrame) -> pd.Series:
@@ -38,4 +41,6 @@ def where(ctx: pd.DataFrame) -> pd.Series:
 
 
 def quote(values: pd.Series) -> pd.Series:
-    return '"' + values.astype(str) + '"'
+    """Values in quotes, each at most 60 characters and an ellipsis: a reason (and every log line or
+    alert quoting it) never carries a whole megabyte of claim data."""
+    return pd.Series(['"' + shorten(v) + '"' for v in values.astype(str).tolist()], index=values.index, dtype=object)
