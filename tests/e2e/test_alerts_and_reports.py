@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 from dk_emulators.dingtalk import DEMO_ROBOT_TOKEN
 
-from dingtalk_kingdee import pipeline
+from dingtalk_kingdee import pipeline, reports
 from dingtalk_kingdee.notifications import DingTalkRobotNotifier
 from dingtalk_kingdee.pipeline import Run
 from dingtalk_kingdee.reasons import MAPPING_REASONS
+from tests.e2e.conftest import SCHEME_FILE
 
 pytestmark = pytest.mark.e2e
 
@@ -90,6 +91,8 @@ def test_a_run_for_named_claims_reports_and_alerts_only_those(world):
     summary = alerting_run(world, instance_ids=ids)
 
     assert summary["claims_seen"] == 2
+    assert f"python -m dingtalk_kingdee.reports --scheme expense_to_paybill --instance-ids {' '.join(ids)}" in \
+        summary["text"]
     assert summary["rejected_by_reason"] == {"unmapped_employee": 1, "not_approved": 1}
     [message] = world.dingtalk.robot_messages
     assert message["markdown"]["title"] == "expense_to_paybill: 1 条报销需要处理"
@@ -97,7 +100,7 @@ def test_a_run_for_named_claims_reports_and_alerts_only_those(world):
     assert refused.instance["business_id"] not in message["markdown"]["text"]
 
 
-def test_the_report_lists_actionable_problems_first_with_money_in_its_currency_and_all_in_a_file(world):
+def test_the_report_lists_actionable_problems_first_with_money_in_its_currency_and_all_in_a_file(world, capsys):
     summary = world.run()
     run_id = f"test_run_{world.runs}"
     text = summary["text"]
@@ -118,3 +121,11 @@ def test_the_report_lists_actionable_problems_first_with_money_in_its_currency_a
     written = Path(short["report_file"]).read_text(encoding="utf-8")
     for line in lines:
         assert line in written
+    # ... and the one-line command it prints lists them all from staging, wherever that is reachable.
+    command = re.search(r"python -m dingtalk_kingdee\.reports --scheme expense_to_paybill --run '(\S+)'",
+                        short["text"])
+    assert command and command[1] == run_id
+    assert reports.main(["--scheme", str(SCHEME_FILE), "--run", run_id]) == 0
+    printed = capsys.readouterr().out
+    for line in lines:
+        assert line in printed

@@ -40,17 +40,17 @@ def report(scheme: Scheme, engine: Engine, run: Run, step_counts: dict | None = 
     """
     staged = SchemeStaging(engine, scheme.id)
     found = staged.summary(run_id=None if run.instance_ids else run.run_id, instance_ids=run.instance_ids)
-    problems = claim_problems(scheme, found)
+    dry = " — DRY RUN, nothing written to Kingdee" if run.dry_run else ""
+    head, body, problems = summary_lines(scheme, found, f"Run summary for scheme {scheme.id} ({run.run_id}){dry}",
+                                         run.window_text(), step_counts)
     currency = bill_currency(scheme)
     path = _report_path(report_dir or get_settings().var_dir / "reports", scheme.id, run.run_id)
-    head = _head_lines(scheme, run, found, problems, currency, step_counts)
-    body = [f"    {p.line()}" for p in problems]
     _write(path, [*head, *body])
     lines = [*head, *body[:max_listed]]
     if len(body) > max_listed:
         lines.append(f"    ... and {len(body) - max_listed} more: the full list is in {path}")
-    elif body:
-        lines.append(f"  full list: {path}")
+    if body:
+        lines.append(f"  full list: {path} or, wherever the staging database is reachable, {_command(scheme, run)}")
     for line in lines:
         log.info(line)
 
@@ -72,13 +72,17 @@ def report(scheme: Scheme, engine: Engine, run: Run, step_counts: dict | None = 
     return summary
 
 
-def _head_lines(scheme: Scheme, run: Run, found: Summary, problems: list[Problem], currency: str,
-                step_counts: dict | None) -> list[str]:
-    dry = " — DRY RUN, nothing written to Kingdee" if run.dry_run else ""
+def summary_lines(scheme: Scheme, found: Summary, title: str, window: str | None = None,
+                  step_counts: dict | None = None) -> tuple[list[str], list[str], list[Problem]]:
+    """(head lines, one line per problem, the problems) of a staging summary, as the report and the
+    ``dingtalk_kingdee.reports`` command print them."""
+    problems = claim_problems(scheme, found)
+    currency = bill_currency(scheme)
     needs = _claims_per_code(problems)
-    lines = [
-        f"Run summary for scheme {scheme.id} ({run.run_id}){dry}",
-        f"  window: {run.window_text()}",
+    lines = [title]
+    if window:
+        lines.append(f"  window: {window}")
+    lines += [
         f"  claims seen: {found.claims_seen}  approved: {found.approved}  still running: {found.still_running}",
         f"  by status: {found.claims_by_status}",
         "  bills by state: " + (", ".join(
@@ -92,7 +96,14 @@ def _head_lines(scheme: Scheme, run: Run, found: Summary, problems: list[Problem
             f"{_COMMENT_WORDS.get(state, state)} {n}" for state, n in sorted(found.comments_by_state.items())))
     if step_counts:
         lines.append(f"  steps: {step_counts}")
-    return lines
+    return lines, [f"    {p.line()}" for p in problems], problems
+
+
+def _command(scheme: Scheme, run: Run) -> str:
+    """The one-line command that lists this run's problems again from staging."""
+    scope = (" --instance-ids " + " ".join(run.instance_ids) if run.instance_ids
+             else f" --run '{run.run_id}'")
+    return f"python -m dingtalk_kingdee.reports --scheme {scheme.id}{scope}"
 
 
 def _claims_per_code(problems: list[Problem]) -> dict[str, int]:
