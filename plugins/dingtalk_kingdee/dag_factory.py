@@ -78,13 +78,14 @@ def _window_param(title: str, description: str) -> Param:
 
 
 def plan_run(scheme: Scheme, run_id: str, params: Mapping[str, Any], data_interval_end: datetime | None,
-             run_after: datetime | None) -> pipeline.Run:
+             run_after: datetime | None, run_type: str | None = None) -> pipeline.Run:
     """What this run was asked to do, from its trigger-form parameters and its dates. Computed once,
     by the ``plan`` task; every step works to the same plan.
 
     The window ends at ``window_end``, else at the run's data interval end, else (a run triggered
     without a logical date has no data interval) at the run's ``run_after``: the time it was due,
     stored on the run, so a cleared plan task computes the same window again. Never the clock.
+    A scheduled run with no window and no claims named is ``scheduled``: it lists incrementally.
     """
     end = _window_time(params.get("window_end"), data_interval_end or run_after, "window_end")
     start = _window_time(params.get("window_start"), end - timedelta(days=scheme.source.lookback_days),
@@ -99,6 +100,8 @@ def plan_run(scheme: Scheme, run_id: str, params: Mapping[str, Any], data_interv
         dry_run=bool(params.get("dry_run")),
         instance_ids=pipeline.select_ids(params.get("instance_ids")),
         replay_rejected=bool(params.get("replay_rejected")),
+        scheduled=(str(run_type) == "scheduled" and params.get("window_start") in (None, "")
+                   and params.get("window_end") in (None, "") and not params.get("instance_ids")),
     )
 
 
@@ -156,7 +159,8 @@ def build_dag(scheme: Scheme) -> DAG:
         def plan() -> dict:
             ctx = get_current_context()
             dag_run = ctx["dag_run"]
-            run = plan_run(scheme, dag_run.run_id, ctx["params"], ctx.get("data_interval_end"), dag_run.run_after)
+            run = plan_run(scheme, dag_run.run_id, ctx["params"], ctx.get("data_interval_end"), dag_run.run_after,
+                           getattr(dag_run, "run_type", None))
             log.info("plan: %s", run.window_text())
             return run.to_xcom()
 

@@ -190,6 +190,16 @@ class SourceSpec(_Strict):
     approved: ApprovedOutcome = Field(default_factory=ApprovedOutcome)
     # Statuses that are final; any other known status means the claim is still waiting.
     pending_statuses: list[str] = Field(default_factory=lambda: ["NEW", "RUNNING"])
+    # DingTalk's metered calls (docs/operating.md, "DingTalk call budget"). ``incremental``: an hourly
+    # run lists from the stored watermark and reads unfinished claims on a growing schedule;
+    # ``lookback``: every run lists the whole look-back and reads every unfinished claim.
+    listing: Literal["incremental", "lookback"] = "incremental"
+    listing_overlap_minutes: int = Field(default=10, ge=0, le=24 * 60)
+    reread_cap_hours: int = Field(default=24, ge=1, le=30 * 24)
+    # China-time hour of the daily sweep of the whole look-back window; None = no sweep.
+    sweep_hour: int | None = Field(default=3, ge=0, le=23)
+    # This project's share of the organisation's monthly DingTalk quota (10,000 on the free plan).
+    monthly_call_budget: int = Field(default=5000, ge=0)
 
 
 class TargetSpec(_Strict):

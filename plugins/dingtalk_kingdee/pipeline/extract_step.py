@@ -1,4 +1,10 @@
-"""extract: list the claims of the run's window and store fresh answers for those not yet final."""
+"""extract: list the claims of the run's window and store fresh answers for those not yet final.
+
+A scheduled run of a scheme with incremental listing goes through ``extract_hourly`` instead (list
+from the watermark, read what is due). Either way every DingTalk call is written to the call ledger,
+and a spent monthly quota (90020) stops the DingTalk calls of the run without failing it: what was
+read is stored, and transform, load and report go on.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,10 @@ from collections.abc import Iterable, Iterator
 
 from sqlalchemy.engine import Engine
 
-from dingtalk_kingdee.errors import DingTalkError, DingTalkUnavailable
+from dingtalk_kingdee.errors import DingTalkQuotaExhausted, DingTalkUnavailable
+from dingtalk_kingdee.pipeline.call_budget import StepCalls, metered, note_quota_exhausted, quota_back
+from dingtalk_kingdee.pipeline.extract_answers import Answers, read_claims
+from dingtalk_kingdee.pipeline.extract_hourly import extract_hourly
 from dingtalk_kingdee.pipeline.protocols import DingTalkClient
 from dingtalk_kingdee.pipeline.run import Run
 from dingtalk_kingdee.scheme import Scheme
@@ -15,19 +24,40 @@ from dingtalk_kingdee.staging import SchemeStaging
 
 log = logging.getLogger(__name__)
 
-# Detail answers committed per transaction: a failure part-way keeps what was already read.
-FETCH_CHUNK = 200
 # Listed ids checked against staging per query, so details start while later pages are listed.
 LIST_BATCH = 40
 
 
 def extract(scheme: Scheme, dingtalk: DingTalkClient, engine: Engine, run: Run) -> dict:
-    """List the claims started in the look-back window and store fresh answers for the unfinished ones.
+    """Store fresh DingTalk answers for the run's claims; returns counts, ``dingtalk_calls`` among them."""
+    calls = StepCalls(engine, scheme, run, "extract", dingtalk)
+    answers = Answers(SchemeStaging(engine, scheme.id), run.run_id)
+    counts: dict = {}
+    try:
+        if run.scheduled and not run.instance_ids and scheme.source.listing == "incremental":
+            counts = extract_hourly(scheme, dingtalk, engine, run, answers, calls)
+        else:
+            counts = _extract_window(scheme, dingtalk, run, answers)
+    except DingTalkQuotaExhausted as exc:
+        answers.flush()
+        first = note_quota_exhausted(engine, scheme, run, exc)
+        log.error("extract: DingTalk's monthly call quota is exhausted (errcode 90020): no more DingTalk calls "
+                  "this run; %d answers read before it are kept and go on to transform and load%s",
+                  answers.fetched, " (first time this month)" if first else "")
+        counts = {**counts, **answers.counts(), "quota_exhausted": True}
+    finally:
+        made = calls.record()
+    if metered(made) and not counts.get("quota_exhausted"):
+        quota_back(engine, run)
+    counts["dingtalk_calls"] = made
+    return counts
 
-    Listing, the staging check and the detail calls form one stream: details of the first pages are
-    fetched while later pages are still being listed (two APIs, two QPS budgets).
-    """
-    staged = SchemeStaging(engine, scheme.id)
+
+def _extract_window(scheme: Scheme, dingtalk: DingTalkClient, run: Run, answers: Answers) -> dict:
+    """List the claims started in the run's window and read the unfinished ones, then every stored claim
+    still unfinished that the window does not cover. Listing, the staging check and the detail calls
+    form one stream: details of the first pages are fetched while later pages are still listed."""
+    staged = answers.staged
     if run.instance_ids:
         source: Iterable[str] = run.instance_ids
         log.info("extract: %d claims named by the run", len(run.instance_ids))
@@ -56,51 +86,24 @@ def extract(scheme: Scheme, dingtalk: DingTalkClient, engine: Engine, run: Run) 
                 yield from (i for i in batch if i not in known)
                 batch = []
 
-    fetched = changed = 0
-    buffer: dict[str, dict] = {}
-
-    def store() -> None:
-        nonlocal fetched, changed
-        changed += staged.store_answers(buffer, run.run_id)
-        fetched += len(buffer)
-        buffer.clear()
-        log.info("extract: %d listed so far, %d already final, %d details fetched (%d new or changed)",
-                 len(listed), len(final), fetched, changed)
-
     for instance_id, answer in dingtalk.get_instances(unfinished()):
-        buffer[instance_id] = answer
-        if len(buffer) >= FETCH_CHUNK:
-            store()
-    if buffer:
-        store()
+        answers.add(instance_id, answer)
+    answers.flush()
     expected = len(listed) - len(final)
-    if fetched != expected:
-        raise DingTalkUnavailable(f"DingTalk answered {fetched} of {expected} detail calls")
+    if answers.fetched != expected:
+        raise DingTalkUnavailable(f"DingTalk answered {answers.fetched} of {expected} detail calls")
 
     # Claims stored while running that this listing no longer covers (started before the look-back
-    # window) are still read until they are final. One that DingTalk refuses to show is reported and
-    # read again next run; it never holds up the others.
+    # window) are still read until they are final, concurrently like the others. One that DingTalk
+    # refuses to show is reported and read again next run; it never holds up the others.
     stale: list[str] = []
-    unreadable: dict[str, str] = {}
     if not run.instance_ids:
         listed_ids = set(listed)
         stale = [i for i in staged.unfinished_claims() if i not in listed_ids]
-    for instance_id in stale:
-        try:
-            buffer[instance_id] = dingtalk.get_instance(instance_id)
-        except DingTalkError as exc:
-            unreadable[instance_id] = str(exc)
-            log.warning("extract: claim %s (stored while running) cannot be read: %s", instance_id, exc)
-            continue
-        if len(buffer) >= FETCH_CHUNK:
-            store()
-    if buffer:
-        store()
-    log.info("extract: %d listed, %d already final, %d details fetched (%d new or changed)%s",
-             len(listed), len(final), fetched, changed,
-             f", {len(unreadable)} unreadable: {sorted(unreadable)[:10]}" if unreadable else "")
-    return {"listed": len(listed), "already_final": len(final), "outside_window": len(stale),
-            "fetched": fetched, "changed": changed, "unreadable": sorted(unreadable)[:50]}
+    read_claims(dingtalk, stale, answers)
+    answers.flush()
+    log.info("extract: %d listed, %d already final, %s", len(listed), len(final), answers.describe())
+    return {"listed": len(listed), "already_final": len(final), "outside_window": len(stale), **answers.counts()}
 
 
 def _with_end(ids: Iterable[str]) -> Iterator[str | None]:

@@ -20,7 +20,10 @@ class Run:
     """What one DAG run (or one direct call) was asked to do.
 
     ``window_start``/``window_end`` bound the claims listed by start time; ``instance_ids``, when
-    given, replaces the listing and limits every step to those claims.
+    given, replaces the listing and limits every step to those claims. ``scheduled``: the DAG's own
+    hourly run with no window asked for: with the scheme's incremental listing it lists from the
+    stored watermark and reads only the claims due (``window_end`` is its "now"); any other run lists
+    and reads what its window holds.
     """
 
     run_id: str
@@ -29,6 +32,7 @@ class Run:
     dry_run: bool = False
     instance_ids: tuple[str, ...] | None = None
     replay_rejected: bool = False
+    scheduled: bool = False
 
     def to_xcom(self) -> dict[str, Any]:
         """The plan as plain JSON values (times as ISO 8601 with their offset), for XCom."""
@@ -39,6 +43,7 @@ class Run:
             "dry_run": self.dry_run,
             "instance_ids": list(self.instance_ids) if self.instance_ids is not None else None,
             "replay_rejected": self.replay_rejected,
+            "scheduled": self.scheduled,
         }
 
     def window_text(self) -> str:
@@ -59,6 +64,7 @@ class Run:
             dry_run=bool(plan.get("dry_run")),
             instance_ids=tuple(ids) if ids is not None else None,
             replay_rejected=bool(plan.get("replay_rejected")),
+            scheduled=bool(plan.get("scheduled")),
         )
 
 

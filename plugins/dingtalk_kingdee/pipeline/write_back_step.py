@@ -13,7 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from sqlalchemy.engine import Engine
 
-from dingtalk_kingdee.errors import DingTalkError, DingTalkUnavailable
+from dingtalk_kingdee.errors import DingTalkError, DingTalkQuotaExhausted, DingTalkUnavailable
+from dingtalk_kingdee.pipeline.call_budget import CallBudget, StepCalls, note_quota_exhausted, quota_spent
 from dingtalk_kingdee.pipeline.protocols import DingTalkClient
 from dingtalk_kingdee.pipeline.run import Run
 from dingtalk_kingdee.pipeline.settle import sending_lease
@@ -41,14 +42,40 @@ def write_back(scheme: Scheme, dingtalk: DingTalkClient, engine: Engine, run: Ru
         counts["comments_interrupted"] = interrupted
         log.warning("write_back: %d comments were being sent by a write_back that did not finish; they may "
                     "have been posted, so they are not sent again (comment_state unknown)", interrupted)
-    entries = staged.claim_comments(instance_ids=run.instance_ids)
+    calls = StepCalls(engine, scheme, run, "write_back", dingtalk)
+    try:
+        counts.update(_comment(scheme, dingtalk, engine, run, staged))
+    finally:
+        counts["dingtalk_calls"] = calls.record()
+    return counts
 
-    def comment(entry: CommentToPost) -> bool:
+
+def _comment(scheme: Scheme, dingtalk: DingTalkClient, engine: Engine, run: Run, staged: SchemeStaging) -> dict:
+    """Post the pending comments, one metered call each, within the month's DingTalk call budget; the
+    others stay pending for a later run."""
+    counts = {"comments_sent": 0, "comments_failed": 0, "comments_waiting": 0}
+    if quota_spent(engine, run):
+        log.warning("write_back: DingTalk's monthly call quota is exhausted (errcode 90020 this month, no "
+                    "successful call since): comments wait")
+        return {**counts, "quota_exhausted": True}
+    allowed = CallBudget.of(engine, scheme, run).remaining()
+    if allowed <= 0:
+        log.warning("write_back: the month's DingTalk call budget is spent: comments wait")
+        return counts
+    entries = staged.claim_comments(limit=allowed, instance_ids=run.instance_ids)
+    quota: list[DingTalkQuotaExhausted] = []
+
+    def comment(entry: CommentToPost) -> bool | None:
         text = scheme.write_back.render_comment(bill_number=entry.bill_number, business_id=entry.business_id,
                                                 amount=entry.amount, payee=entry.payee or "")
         user_id = scheme.write_back.comment_user_for(entry.originator_userid)
         try:
             dingtalk.add_comment(entry.instance_id, user_id, text)
+        except DingTalkQuotaExhausted as exc:
+            # Not a refusal of this comment, and surely not posted: pending again, for a month with quota.
+            quota.append(exc)
+            staged.return_comment_to_pending(entry.instance_id, str(exc))
+            return None
         except DingTalkError as exc:
             staged.mark_comment_refused(entry.instance_id, str(exc))
             log.warning("write_back: DingTalk refused the comment on claim %s: %s", entry.instance_id, exc)
@@ -63,9 +90,15 @@ def write_back(scheme: Scheme, dingtalk: DingTalkClient, engine: Engine, run: Ru
 
     with ThreadPoolExecutor(max_workers=COMMENT_WORKERS, thread_name_prefix="write_back") as pool:
         for done, sent in enumerate(pool.map(comment, entries), start=1):
-            counts["comments_sent" if sent else "comments_failed"] += 1
+            key = "comments_waiting" if sent is None else "comments_sent" if sent else "comments_failed"
+            counts[key] += 1
             if done % 200 == 0:
                 log.info("write_back: %d/%d comments", done, len(entries))
-    log.info("write_back: %d ledger lines added, %d comments sent, %d failed", added, counts["comments_sent"],
-             counts["comments_failed"])
+    if quota:
+        note_quota_exhausted(engine, scheme, run, quota[0])
+        counts["quota_exhausted"] = True
+        log.error("write_back: DingTalk's monthly call quota is exhausted (errcode 90020): %d comments wait",
+                  counts["comments_waiting"])
+    log.info("write_back: %d comments sent, %d failed, %d waiting", counts["comments_sent"],
+             counts["comments_failed"], counts["comments_waiting"])
     return counts

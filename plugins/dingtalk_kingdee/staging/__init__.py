@@ -7,9 +7,12 @@ staging through ``SchemeStaging(engine, scheme_id)``:
 - ``engine``: engines (SQLite WAL, ``BEGIN IMMEDIATE``), schema creation and upgrade;
 - ``states``: the stored states as ``StrEnum`` (bill, comment, DingTalk status, Kingdee document status);
 - ``records``: typed rows in and out (frozen dataclasses; money as ``Decimal``, cents in the tables);
-- ``repository``: ``SchemeStaging``, one intention-named method per thing a step needs.
+- ``repository``: ``SchemeStaging``, one intention-named method per thing a step needs;
+- ``schedule``: ``ReadSchedule``, a scheme's listing watermark and when each unfinished claim is read next;
+- ``calls``: ``CallLedger``, every DingTalk call per run, step, API and month, and the month's budget events.
 """
 
+from dingtalk_kingdee.staging.calls import CallEvent, CallLedger, month_of
 from dingtalk_kingdee.staging.engine import connect, create_engine, ensure_schema, get_engine
 from dingtalk_kingdee.staging.records import (
     AlertRecord,
@@ -28,6 +31,7 @@ from dingtalk_kingdee.staging.records import (
     Summary,
 )
 from dingtalk_kingdee.staging.repository import SchemeStaging, chunked
+from dingtalk_kingdee.staging.schedule import DueRead, ReadSchedule, Watermark
 from dingtalk_kingdee.staging.states import (
     FINAL_STATUSES,
     BillState,
@@ -43,15 +47,19 @@ __all__ = [
     "BillInDoubt",
     "BillRecord",
     "BillState",
+    "CallEvent",
+    "CallLedger",
     "ClaimToTransform",
     "ClaimedBill",
     "CommentState",
     "CommentToPost",
     "DocumentStatus",
+    "DueRead",
     "InstanceResult",
     "InstanceStatus",
     "LoadedBill",
     "ProblemBill",
+    "ReadSchedule",
     "RejectRecord",
     "RejectedClaim",
     "RowRecord",
@@ -59,9 +67,11 @@ __all__ = [
     "SchemeStaging",
     "StagedBill",
     "Summary",
+    "Watermark",
     "chunked",
     "connect",
     "create_engine",
     "ensure_schema",
     "get_engine",
+    "month_of",
 ]

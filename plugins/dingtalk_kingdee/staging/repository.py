@@ -734,6 +734,10 @@ class SchemeStaging:
         """No answer: the comment may have been posted, so it is not posted again."""
         self._set_comment_state(instance_id, CommentState.UNKNOWN, error)
 
+    def return_comment_to_pending(self, instance_id: str, error: str) -> None:
+        """A claimed comment that surely was not posted (DingTalk's monthly quota refused it): pending again."""
+        self._set_comment_state(instance_id, CommentState.PENDING, error)
+
     # -- reporting -------------------------------------------------------------------------------
 
     def summary(self, run_id: str | None = None, instance_ids: Collection[str] | None = None) -> Summary:

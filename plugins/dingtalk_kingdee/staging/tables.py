@@ -126,3 +126,57 @@ alerts = sa.Table(
     sa.Column("alerted_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("run_id", sa.String(250)),
 )
+
+# DingTalk call economy (docs/operating.md, "DingTalk call budget").
+# Where a scheme's hourly listing stands: claims started before ``listed_until`` have been listed by a
+# successful listing; the next hourly run lists from there (minus an overlap). ``swept_at``: the last
+# daily sweep of the whole look-back window.
+listing_watermarks = sa.Table(
+    "dk_listing_watermarks", metadata,
+    sa.Column("scheme_id", sa.String(64), primary_key=True),
+    sa.Column("listed_until", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("swept_at", sa.DateTime(timezone=True)),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("run_id", sa.String(250)),
+)
+
+# When each claim known to be unfinished is next read (hourly runs). The interval doubles after each
+# read that finds the claim still running, up to the scheme's cap; a final claim leaves the table.
+read_schedule = sa.Table(
+    "dk_read_schedule", metadata,
+    sa.Column("scheme_id", sa.String(64), primary_key=True),
+    sa.Column("instance_id", sa.Text, primary_key=True),
+    sa.Column("next_read_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("interval_s", sa.Integer, nullable=False),
+    sa.Column("reads", sa.Integer, nullable=False),
+    sa.Column("listed_at", sa.DateTime(timezone=True), nullable=False),
+)
+sa.Index("ix_dk_read_schedule_due", read_schedule.c.scheme_id, read_schedule.c.next_read_at)
+
+# Every DingTalk HTTP call, per run, step and API, in the calendar month (China time) it was made in.
+# DingTalk's monthly quota is the organisation's: the month's total is summed over every scheme.
+call_ledger = sa.Table(
+    "dk_call_ledger", metadata,
+    sa.Column("scheme_id", sa.String(64), primary_key=True),
+    sa.Column("run_id", sa.String(250), primary_key=True),
+    sa.Column("step", sa.String(32), primary_key=True),
+    sa.Column("api", sa.String(64), primary_key=True),
+    sa.Column("month", sa.String(7), nullable=False),  # YYYY-MM, China time
+    sa.Column("calls", sa.Integer, nullable=False),
+    sa.Column("metered", sa.Boolean, nullable=False),
+    sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
+)
+sa.Index("ix_dk_call_ledger_month", call_ledger.c.month)
+
+# Budget and quota events of a month (near the budget, budget reached, quota exhausted), kept once
+# per month and kind: alerts are sent once, and later runs know to probe with a single call.
+call_events = sa.Table(
+    "dk_call_events", metadata,
+    sa.Column("month", sa.String(7), primary_key=True),
+    sa.Column("kind", sa.String(32), primary_key=True),
+    sa.Column("scheme_id", sa.String(64), nullable=False),
+    sa.Column("run_id", sa.String(250)),
+    sa.Column("detail", sa.Text),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("cleared_at", sa.DateTime(timezone=True)),
+)

@@ -1,0 +1,129 @@
+"""The scheduled hourly extract of a scheme with incremental listing: an idle hour costs one call.
+
+1. List the claims started since the stored watermark (minus ``listing_overlap_minutes``) up to the
+   run's interval end; a run with no watermark, and the daily sweep (the first run at or after the
+   scheme's ``sweep_hour``, China time, a day after the last sweep), list the whole look-back window.
+   The watermark moves to the interval end only when the listing completed, so a failed or missed hour
+   is listed by the next run.
+2. A claim listed for the first time waits one hour before its first read (a claim started within the
+   hour is nearly always still running); one found by the sweep (the hourly path missed it) is read now.
+3. Claims are read when due: after each read that finds a claim still running the wait doubles
+   (1 h, 2 h, 4 h ...) up to ``reread_cap_hours``; a final claim is never read again.
+4. Within the month's budget (``monthly_call_budget``), in this order of sacrifice: the sweep is
+   skipped near the budget, then re-reads of claims waiting at the cap, then other re-reads (longest
+   waits first); first reads of new claims go last. At the budget the run makes no metered call.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+
+from sqlalchemy.engine import Engine
+
+from dingtalk_kingdee.pipeline.call_budget import CallBudget, StepCalls
+from dingtalk_kingdee.pipeline.extract_answers import Answers, read_claims
+from dingtalk_kingdee.pipeline.protocols import DingTalkClient
+from dingtalk_kingdee.pipeline.run import CHINA, Run
+from dingtalk_kingdee.scheme import Scheme
+from dingtalk_kingdee.staging import ReadSchedule, Watermark
+
+log = logging.getLogger(__name__)
+
+FIRST_INTERVAL = timedelta(hours=1)
+# A sweep is due once a day: at least this long after the last one.
+SWEEP_GAP = timedelta(hours=20)
+
+
+def sweep_due(now: datetime, mark: Watermark | None, sweep_hour: int | None) -> bool:
+    """Whether this run sweeps the whole look-back: the first run at or after ``sweep_hour`` (China
+    time) of a day whose sweep has not been made (a missed night is made up at the next run)."""
+    if sweep_hour is None or mark is None:
+        return False
+    local = now.astimezone(CHINA)
+    last_slot = local.replace(hour=sweep_hour, minute=0, second=0, microsecond=0)
+    if last_slot > local:
+        last_slot -= timedelta(days=1)
+    return mark.swept_at is None or (mark.swept_at < last_slot and now - mark.swept_at >= SWEEP_GAP)
+
+
+def extract_hourly(scheme: Scheme, dingtalk: DingTalkClient, engine: Engine, run: Run, answers: Answers,
+                   calls: StepCalls) -> dict:
+    if run.window_end is None or run.window_start is None:
+        raise ValueError("a scheduled extract needs its interval (window_start, window_end)")
+    now, source = run.window_end, scheme.source
+    cap = timedelta(hours=source.reread_cap_hours)
+    schedule = ReadSchedule(engine, scheme.id)
+    budget = CallBudget.of(engine, scheme, run)
+    mark = schedule.watermark()
+    sweep = sweep_due(now, mark, source.sweep_hour)
+    if sweep and budget.near():
+        log.warning("extract: daily sweep skipped: %d of the month's %d DingTalk calls are spent",
+                    budget.used_before, budget.budget)
+        sweep = False
+    start = run.window_start
+    if mark is not None and not sweep:
+        start = max(run.window_start, min(mark.listed_until, now) - timedelta(minutes=source.listing_overlap_minutes))
+    counts: dict = {"listing_from": start.isoformat(), "sweep": sweep, "listed": 0, "new": 0,
+                    "due": 0, "deferred_by_budget": 0, "budget_state": budget.state()}
+
+    listed: list[str] = []
+    complete = budget.remaining() > 0
+    if complete:
+        log.info("extract: listing %s claims started in [%s, %s)%s", source.process_code, start.isoformat(),
+                 now.isoformat(), " (daily sweep of the look-back window)" if sweep or mark is None else "")
+        for instance_id in dingtalk.list_instance_ids(source.process_code, start, now):
+            listed.append(instance_id)
+            if budget.remaining(calls.metered()) <= 0:
+                log.warning("extract: listing stopped at the month's DingTalk call budget (%d)", budget.budget)
+                complete = False
+                break
+    else:
+        log.warning("extract: the month's DingTalk call budget (%d) is spent: no DingTalk call this run",
+                    budget.budget)
+    new = schedule.unknown_among(listed)
+    if sweep or mark is None:
+        # Claims the hourly path did not see (or a first run's history) are read now.
+        schedule.schedule_new(new, now - FIRST_INTERVAL, FIRST_INTERVAL)
+    else:
+        schedule.schedule_new(new, now, FIRST_INTERVAL)
+    if complete:
+        schedule.advance_watermark(now, run.run_id, swept=sweep or mark is None)
+    schedule.schedule_unscheduled(now, FIRST_INTERVAL)
+    counts.update(listed=len(listed), new=len(new))
+    if sweep and mark is not None and new:
+        log.warning("extract: the daily sweep found %d claims the hourly listing missed: %s", len(new), new[:10])
+        counts["found_by_sweep"] = len(new)
+
+    due = schedule.due(now)
+    if budget.near(calls.metered()):
+        waiting = [d for d in due if d.reads > 0 and d.interval >= cap]
+        due = [d for d in due if not (d.reads > 0 and d.interval >= cap)]
+        if waiting:
+            log.warning("extract: near the month's DingTalk call budget: %d re-reads of long-running claims "
+                        "wait", len(waiting))
+        counts["deferred_by_budget"] += len(waiting)
+    allowed = budget.remaining(calls.metered())
+    if len(due) > allowed:
+        log.warning("extract: %d reads due, %d within the month's DingTalk call budget; the longest-running "
+                    "wait", len(due), allowed)
+        counts["deferred_by_budget"] += len(due) - allowed
+        due = due[:allowed]
+    ids = [d.instance_id for d in due]
+    counts["due"] = len(ids)
+    try:
+        read_claims(dingtalk, ids, answers)
+    finally:
+        answers.flush()
+        _reschedule(answers, schedule, now, cap)
+    log.info("extract: %d listed (%d new), %d reads due, %s", len(listed), len(new), len(ids), answers.describe())
+    return {**counts, **answers.counts()}
+
+
+def _reschedule(answers: Answers, schedule: ReadSchedule, now: datetime, cap: timedelta) -> None:
+    """Final claims leave the schedule; the others wait longer; unreadable ones wait the cap."""
+    stored = answers.stored_ids
+    final = answers.staged.final_among(stored)
+    schedule.record_reads({i: i in final for i in stored}, now, cap)
+    if answers.unreadable:
+        schedule.postpone(answers.unreadable, now + cap)
