@@ -32,11 +32,12 @@ DOC_TEMPLATE = """\
 
 {description}
 
-Every hour this DAG re-lists the DingTalk approvals of template `{process_code}` started in the last
-{lookback_days} days (claims are selected by START time and often approved days later), fetches the
-details of those not yet final (and of every stored claim still running, however old), and turns each
-fully approved claim (COMPLETED / agree) into one
-Kingdee `{form_id}` bill through BatchSave on connection `{kingdee_conn_id}`.
+Every hour this DAG lists the DingTalk approvals of template `{process_code}` started since the last
+successful listing (incremental listing; once a night, and on the first run, the whole {lookback_days}-day
+look-back), reads each claim not yet final when its re-read is due (after 1 h, 2 h, 4 h ... up to a cap),
+and turns each fully approved claim (COMPLETED / agree) into one
+Kingdee `{form_id}` bill through BatchSave on connection `{kingdee_conn_id}`. DingTalk calls are metered
+per month: the report shows this run's calls and the month's total against the scheme's budget.
 
 **Tasks** `plan` → `extract` → `transform` → `load` → `write_back` → `report`. `plan` fixes the run's
 window and options once; every step works to that plan. Data sits in the staging tables (`dk_instances`,

@@ -102,3 +102,16 @@ def test_a_window_typed_in_the_form_is_china_time_and_the_plan_states_it_so():
     assert utc.window_end == run.window_end and "to 2026-03-02 00:00:00 China time" in utc.window_text()
     with pytest.raises(ValueError, match="window_start 'soon' is not a time: use YYYY-MM-DD HH:MM"):
         plan_run(SCHEME, "manual__w", {**params, "window_start": "soon"}, INTERVAL_END, None)
+
+
+def test_only_the_dags_own_hourly_run_without_a_window_lists_incrementally():
+    after = INTERVAL_END + timedelta(minutes=3)
+    assert plan_run(SCHEME, "scheduled__x", NO_PARAMS, INTERVAL_END, after, "scheduled").scheduled
+    assert not plan_run(SCHEME, "backfill__x", NO_PARAMS, INTERVAL_END, after, "backfill").scheduled
+    assert not plan_run(SCHEME, "manual__x", NO_PARAMS, INTERVAL_END, after, "manual").scheduled
+    windowed = {**NO_PARAMS, "window_start": "2026-03-01 00:00"}
+    assert not plan_run(SCHEME, "scheduled__x", windowed, INTERVAL_END, after, "scheduled").scheduled
+    named = {**NO_PARAMS, "instance_ids": ["abc"]}
+    assert not plan_run(SCHEME, "scheduled__x", named, INTERVAL_END, after, "scheduled").scheduled
+    run = plan_run(SCHEME, "scheduled__x", NO_PARAMS, INTERVAL_END, after, "scheduled")
+    assert Run.from_xcom(run.to_xcom()) == run

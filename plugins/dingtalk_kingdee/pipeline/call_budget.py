@@ -130,3 +130,28 @@ def call_summary(engine: Engine, scheme: Scheme, run: Run) -> dict:
             alert = kind
     return {"run": run_calls, "run_total": metered(run_calls), "month": month, "month_total": total,
             "month_by_api": ledger.month_by_api(month), "budget": budget, "state": state, "alert": alert}
+
+
+def call_line(calls: dict) -> str:
+    """The report's line on DingTalk calls."""
+    per_api = ", ".join(f"{api} {n}" for api, n in sorted(calls["run"].items())) or "none"
+    return (f"  DingTalk calls: this run {calls['run_total']} metered ({per_api}); month {calls['month']}: "
+            f"{calls['month_total']} of the budget {calls['budget']} ({calls['state']})")
+
+
+def call_alert_message(scheme_id: str, calls: dict) -> tuple[str, str]:
+    """The alert (title, markdown) for the month's first budget or quota event."""
+    if calls["alert"] == QUOTA_EXHAUSTED:
+        title = f"DingTalk monthly call quota exhausted ({scheme_id})"
+        what = ("DingTalk answered errcode 90020: the organisation's monthly quota of metered API calls is "
+                "spent (every app and integration of the company shares it) until the 1st of next month. "
+                "The sync makes no more DingTalk calls this month except one probe per run; bills already "
+                "extracted are still loaded. Raise the quota (a paid plan or an add-on pack) to resume.")
+    else:
+        reached = calls["alert"] == BUDGET_REACHED
+        title = f"DingTalk call budget {'reached' if reached else 'nearly spent'} ({scheme_id})"
+        what = ("The sync degrades in this order: daily sweep, re-reads of long-running claims, other re-reads, "
+                "comments; new approvals last." if calls["alert"] == BUDGET_NEAR else
+                "The sync makes no DingTalk call until next month or until monthly_call_budget is raised.")
+    return title, (f"### {title}\n\n{calls['month_total']} metered DingTalk calls in {calls['month']} "
+                   f"against a budget of {calls['budget']}.\n\n{what}")

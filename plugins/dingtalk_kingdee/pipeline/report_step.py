@@ -11,6 +11,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import Engine
 
+from dingtalk_kingdee.pipeline.call_budget import call_alert_message, call_line, call_summary
 from dingtalk_kingdee.pipeline.problems import Problem, alert_message, alert_records, bill_currency, claim_problems
 from dingtalk_kingdee.pipeline.run import Run
 from dingtalk_kingdee.scheme import Scheme
@@ -45,6 +46,8 @@ def report(scheme: Scheme, engine: Engine, run: Run, step_counts: dict | None = 
                                          run.window_text(), step_counts)
     currency = bill_currency(scheme)
     path = _report_path(report_dir or get_settings().var_dir / "reports", scheme.id, run.run_id)
+    calls = call_summary(engine, scheme, run)
+    head = [*head, call_line(calls)]
     _write(path, [*head, *body])
     lines = [*head, *body[:max_listed]]
     if len(body) > max_listed:
@@ -68,6 +71,12 @@ def report(scheme: Scheme, engine: Engine, run: Run, step_counts: dict | None = 
         summary["steps"] = step_counts
     if alert is not None and not run.dry_run:
         summary.update(_alert(staged, scheme, run, problems, alert, str(path)))
+    summary["dingtalk_calls"] = calls
+    if alert is not None and calls["alert"]:  # the month's first budget or quota event, once
+        try:
+            alert(*call_alert_message(scheme.id, calls))
+        except Exception as exc:  # an alert must not fail the report
+            log.warning("the DingTalk call alert could not be sent: %s", exc)
     summary["text"] = "\n".join(lines)
     return summary
 

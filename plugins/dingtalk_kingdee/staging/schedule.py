@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from dingtalk_kingdee.staging.repository import IN_CHUNK, _insert_missing, chunked
+from dingtalk_kingdee.staging.repository import IN_CHUNK, _insert_rows, chunked
 from dingtalk_kingdee.staging.tables import instances, listing_watermarks, read_schedule
 
 
@@ -107,7 +107,7 @@ class ReadSchedule:
                     instances.c.is_final.is_(True))).scalars())
             fresh = [i for i in ids if i not in known]
             for part in chunked(fresh, IN_CHUNK):
-                _insert_missing(conn, read_schedule, [
+                _insert_rows(conn, read_schedule, [
                     {"scheme_id": self.scheme_id, "instance_id": i, "next_read_at": due,
                      "interval_s": int(interval.total_seconds()), "reads": reads, "listed_at": now}
                     for i in part], ("scheme_id", "instance_id"))
@@ -159,7 +159,7 @@ class ReadSchedule:
                     ).values(interval_s=interval, reads=row.reads + 1,
                              next_read_at=now + timedelta(seconds=interval)))
                 missing = set(part) - {r.instance_id for r in rows}
-                _insert_missing(conn, read_schedule, [
+                _insert_rows(conn, read_schedule, [
                     {"scheme_id": self.scheme_id, "instance_id": i, "next_read_at": now + timedelta(hours=1),
                      "interval_s": 3600, "reads": 1, "listed_at": now} for i in missing],
                     ("scheme_id", "instance_id"))
