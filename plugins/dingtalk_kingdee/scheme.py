@@ -188,8 +188,10 @@ class SourceSpec(_Strict):
     process_code: str = Field(min_length=1)
     lookback_days: int = Field(default=30, ge=1, le=365)
     approved: ApprovedOutcome = Field(default_factory=ApprovedOutcome)
-    # Statuses that are final; any other known status means the claim is still waiting.
+    # Statuses in which a claim is still waiting; final_statuses are the documented final ones. Any
+    # other status (``completed``, empty, ``WEIRD``) rejects the claim ``unknown_status``.
     pending_statuses: list[str] = Field(default_factory=lambda: ["NEW", "RUNNING"])
+    final_statuses: list[str] = Field(default_factory=lambda: ["COMPLETED", "TERMINATED", "CANCELED"])
     # DingTalk's metered calls (docs/operating.md, "DingTalk call budget"). ``incremental``: an hourly
     # run lists from the stored watermark and reads unfinished claims on a growing schedule;
     # ``lookback``: every run lists the whole look-back and reads every unfinished claim.

@@ -67,3 +67,18 @@ def test_a_business_id_differing_only_by_a_trailing_space_is_the_duplicate_not_a
     world.assert_no_duplicates()
     rejected = _rejected(world)
     assert rejected == {"PROC-TSP-B": {"duplicate_business_id"}, "PROC-TSP-C": {"duplicate_business_id"}}
+
+
+@pytest.mark.parametrize("status", ["completed", "", "WEIRD"])
+def test_an_undocumented_status_is_read_three_times_then_rejected_and_reported(world_factory, status):
+    world = world_factory(count=0)
+    odd = {**_claim(world, "PROC-ODD", "ODD1"), "status": status}
+    world.dingtalk.add_instances([odd, _claim(world, "PROC-OK", "OK1")])
+    for _ in range(2):
+        world.run()
+        assert _rejected(world) == {} and world.staged.unfinished_claims() == ["PROC-ODD"]
+    summary = world.run()
+    assert _rejected(world) == {"PROC-ODD": {"unknown_status"}}
+    assert world.staged.unfinished_claims() == []
+    assert "unknown_status" in summary["text"] and "ODD1" in summary["text"]
+    assert set(world.bills_by_business_id()) == {"OK1"}

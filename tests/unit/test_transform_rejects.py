@@ -99,7 +99,7 @@ def bad_corpus() -> list[tuple[str, object, str]]:
     # Same business_id and times as good-1; the smaller instance id (good-1) keeps it.
     cases.append(("zdup-37", claim("zdup-37", "202403050000000001"), "duplicate_business_id"))
     add(38, "duplicate_business_id", payload=claim("bad-38", "202403059999999999"))
-    cases.append(("bad-39", {k: v for k, v in claim("bad-39", "B39").items() if k != "status"}, "missing_field"))
+    cases.append(("bad-39", {k: v for k, v in claim("bad-39", "B39").items() if k != "status"}, "unknown_status"))
     add(40, "malformed_payload", rows=[{"rowNumber": "r1", "rowValue": ["报销金额(元)", 100]}])
     cases.append(("bad-41", {**claim("bad-41", "B41"), "originator_userid": ""}, "missing_field"))
     add(42, "amount_not_positive", rows=[expense_row("¥-0.00", nested=[])])

@@ -47,6 +47,7 @@ from dingtalk_kingdee.staging.states import (
     OPEN_STATUSES,
     REPLACEABLE,
     SENDABLE,
+    UNKNOWN_STATUS_READS,
     BillState,
     CommentState,
     DocumentStatus,
@@ -319,9 +320,10 @@ class SchemeStaging:
         with self.engine.begin() as conn:
             self._lock(conn)
             existing = {
-                r.instance_id: (r.payload, r.payload_version)
+                r.instance_id: (r.payload, r.payload_version, r.unknown_status_reads)
                 for r in conn.execute(
-                    sa.select(instances.c.instance_id, instances.c.payload, instances.c.payload_version).where(
+                    sa.select(instances.c.instance_id, instances.c.payload, instances.c.payload_version,
+                              instances.c.unknown_status_reads).where(
                         instances.c.scheme_id == self.scheme_id, among(instances.c.instance_id, answers)))
             }
             for instance_id, answer in answers.items():
@@ -331,10 +333,12 @@ class SchemeStaging:
                 business_id = answer.get("business_id") or None
                 if isinstance(business_id, str) and len(business_id) > MAX_INDEXED_TEXT:
                     business_id = None  # the payload has it; the transform rejects it by its own rules
+                known = status in FINAL_STATUSES or status in OPEN_STATUSES
+                reads = 0 if known else (existing[instance_id][2] if instance_id in existing else 0) + 1
                 values = _storable_row(dict(
-                    business_id=business_id, status=status,
-                    result=str(answer.get("result") or ""), is_final=status in FINAL_STATUSES, payload=payload,
-                    last_seen_at=stamp, last_fetched_at=stamp, last_seen_run=run_id,
+                    business_id=business_id, status=status, result=str(answer.get("result") or ""),
+                    is_final=status in FINAL_STATUSES or reads >= UNKNOWN_STATUS_READS, payload=payload,
+                    last_seen_at=stamp, last_fetched_at=stamp, last_seen_run=run_id, unknown_status_reads=reads,
                 ))
                 if instance_id not in existing:
                     conn.execute(instances.insert().values(
@@ -342,7 +346,7 @@ class SchemeStaging:
                         transformed_version=0, first_seen_at=stamp, **values))
                     changed += 1
                     continue
-                old_payload, version = existing[instance_id]
+                old_payload, version, _ = existing[instance_id]
                 if old_payload != payload:
                     values["payload_version"] = version + 1
                     changed += 1

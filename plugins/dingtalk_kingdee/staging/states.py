@@ -23,6 +23,10 @@ class InstanceStatus(StrEnum):
 FINAL_STATUSES = frozenset({InstanceStatus.COMPLETED, InstanceStatus.TERMINATED, InstanceStatus.CANCELED})
 # Still moving through the approval flow.
 OPEN_STATUSES = frozenset({InstanceStatus.NEW, InstanceStatus.RUNNING})
+# Reads of a status DingTalk does not document (``completed``, empty, ``WEIRD``) before the claim is
+# taken as final anyway: the transform then rejects it ``unknown_status`` instead of it being
+# fetched again on every run for ever. A documented status in between starts the count again.
+UNKNOWN_STATUS_READS = 3
 
 
 class InstanceResult(StrEnum):

@@ -40,6 +40,8 @@ instances = sa.Table(
     sa.Column("last_seen_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("last_fetched_at", sa.DateTime(timezone=True)),
     sa.Column("last_seen_run", sa.String(250)),
+    # Consecutive reads with a status DingTalk does not document (states.UNKNOWN_STATUS_READS).
+    sa.Column("unknown_status_reads", sa.Integer, nullable=False, server_default="0"),
 )
 
 # Flattened detail-table rows (any depth), replaced whenever the claim is transformed again.

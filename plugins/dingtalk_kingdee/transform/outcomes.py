@@ -27,7 +27,7 @@ from dingtalk_kingdee.transform.business_ids import normal_forms
 from dingtalk_kingdee.transform.checks import amount_checks, claim_total_checks, duplicate_checks
 from dingtalk_kingdee.transform.flatten import ROW_META, empty_frame, flatten_tables, read_payloads
 from dingtalk_kingdee.transform.mapping import broadcast, build_bills, nested_columns, resolve
-from dingtalk_kingdee.transform.rejects import REJECT_COLUMNS, claim_label, reject_frame
+from dingtalk_kingdee.transform.rejects import REJECT_COLUMNS, claim_label, quote, reject_frame
 
 WAITING_COLUMNS = ["instance_id", "status"]
 
@@ -71,15 +71,21 @@ def _transform(raw: pd.DataFrame, scheme: Scheme, already_billed: Mapping[str, s
 
     status, result = claims["instance.status"], claims["instance.result"]
     waiting_mask = status.isin(scheme.source.pending_statuses).astype(bool)
-    approved = (status.isin(scheme.source.approved.status)
+    final = status.isin([*scheme.source.final_statuses, *scheme.source.approved.status]).astype(bool)
+    approved = (final & status.isin(scheme.source.approved.status)
                 & result.isin(scheme.source.approved.result)).astype(bool)
     label = claim_label(claims["business_id"], claims["instance_id"])
-    no_status = status.isna() & ~waiting_mask
-    if no_status.any():
-        c = claims[no_status]
-        rejects.append(reject_frame(c["instance_id"], c["business_id"], "status", RejectReason.MISSING_FIELD,
-                                    label[no_status] + ": the instance has no status"))
-    refused = ~waiting_mask & ~approved & ~no_status
+    # Staging takes a claim with an undocumented status as final only after several reads.
+    unknown = ~waiting_mask & ~final
+    if unknown.any():
+        c = claims[unknown]
+        shown = quote(c["instance.status"].where(c["instance.status"].notna(), ""))
+        rejects.append(reject_frame(
+            c["instance_id"], c["business_id"], "status", RejectReason.UNKNOWN_STATUS,
+            label[unknown] + ": status " + shown + " is none DingTalk documents ("
+            + ", ".join([*scheme.source.pending_statuses, *scheme.source.final_statuses])
+            + "); it is never paid"))
+    refused = final & ~approved
     if refused.any():
         c = claims[refused]
         rejects.append(reject_frame(
