@@ -436,3 +436,22 @@ def test_epoch_ms_accepts_airflow_pendulum_datetimes():
     moment = pendulum.datetime(2024, 3, 6, 9, 1, 2, tz="Asia/Shanghai")
     plain = datetime(2024, 3, 6, 1, 1, 2, tzinfo=UTC)
     assert to_epoch_ms(moment) == to_epoch_ms(plain) == 1709686862000
+
+
+def test_a_capped_slice_is_not_listed_again_where_it_already_has_every_id() -> None:
+    # 15,000 instances, one per millisecond 0..14,999, in one slice: the first query gives 0..9,999 (the
+    # cap). The later half (7,500..15,000) starts with an id already had, so the earlier half holds
+    # nothing new and is not listed again: 500 + 375 pages, not 500 + 375 + 375.
+    def answer(body: dict) -> dict:
+        selected = [f"i{t}" for t in range(body["start_time"], min(body["end_time"], 15_000))]
+        selected = selected[:dingtalk_listing.LIST_ID_CAP]
+        page = selected[body["cursor"]:body["cursor"] + body["size"]]
+        result = {"list": page}
+        if body["cursor"] + body["size"] < len(selected):
+            result["next_cursor"] = body["cursor"] + body["size"]
+        return {"errcode": 0, "result": result}
+
+    hook = ScriptedListing(answer)
+    ids = list(hook._list_ids("PROC-X", 0, 15_000))
+    assert len(ids) == len(set(ids)) == 15_000
+    assert len(hook.bodies) == 500 + 375

@@ -285,25 +285,38 @@ class DingTalkHook(BaseHook):
 
     def _list_ids(self, process_code: str, start_ms: int, end_ms: int) -> Iterator[str]:
         seen: set[str] = set()
-        pending = deque(slice_window(start_ms, end_ms))
+        # (lower, upper, earlier): ``earlier`` is the first half of a capped slice, listed only if this
+        # (later) half shows the capped listing stopped before the middle.
+        pending: deque[tuple[int, int, tuple[int, int] | None]] = deque(
+            (lower, upper, None) for lower, upper in slice_window(start_ms, end_ms))
         self.log.info("Listing %s instances in %d slice(s)", process_code, len(pending))
         while pending:
-            lower, upper = pending.popleft()
+            lower, upper, earlier = pending.popleft()
             returned = 0
+            first_was_had: bool | None = None
             for instance_id in self._list_slice(process_code, lower, upper):
                 returned += 1
+                if first_was_had is None:
+                    first_was_had = instance_id in seen
                 if instance_id not in seen:
                     seen.add(instance_id)
                     yield instance_id
+            if earlier is not None and not first_was_had:
+                pending.appendleft((*earlier, None))
+            elif earlier is not None:
+                self.log.info("Slice %s..%s: the capped listing already gave all its ids; not listed again",
+                              ms_iso(earlier[0]), ms_iso(earlier[1]))
             if returned >= LIST_ID_CAP:
                 halves = split_slice(lower, upper)
                 if halves is None:
                     self.log.error("Slice %d..%d ms holds %d+ ids and cannot be split further; "
                                    "some ids may be missing", lower, upper, LIST_ID_CAP)
                 else:
-                    self.log.info("Slice %s..%s hit the %d-id cap; listing its halves",
+                    # The capped answer holds the OLDEST ids of the slice. List the later half first:
+                    # if its oldest id was among them, the earlier half holds nothing new.
+                    self.log.info("Slice %s..%s hit the %d-id cap; listing its later half first",
                                   ms_iso(lower), ms_iso(upper), LIST_ID_CAP)
-                    pending.extendleft(reversed(halves))
+                    pending.appendleft((*halves[1], halves[0]))
             self.log.info("Listed %d ids so far (%s: slice %s..%s gave %d)",
                           len(seen), process_code, ms_iso(lower), ms_iso(upper), returned)
         self.log.info("Listed %d ids of %s", len(seen), process_code)
