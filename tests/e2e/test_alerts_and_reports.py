@@ -55,7 +55,7 @@ def test_only_what_needs_a_person_is_alerted_with_the_exact_count_and_the_fix(wo
     assert summary["rejected_by_reason"]["not_approved"] == len(final_claims(world, "not_approved"))
     # The fix is named: which CSV file takes which key.
     userid = final_claims(world, "unmapped_employee")[0].instance["originator_userid"]
-    assert re.search(rf'add the line "{userid},<value>" to \S*include/schemes/expense_to_paybill/employees\.csv',
+    assert re.search(rf'add the line `{userid},<value>` to \S*include/schemes/expense_to_paybill/employees\.csv',
                      text), text
     assert "expense_items.csv" in text
 

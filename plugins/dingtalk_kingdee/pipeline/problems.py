@@ -23,7 +23,9 @@ KINGDEE_CURRENCIES = {"PRE001": "CNY", "PRE002": "HKD", "PRE003": "EUR", "PRE004
                       "PRE006": "GBP", "PRE007": "USD"}
 _BILL_PROBLEMS = {BillState.FAILED: BillProblem.KINGDEE_REFUSED, BillState.UNKNOWN: BillProblem.OUTCOME_UNKNOWN}
 # How the transform words a value-map miss: `... "<key>" is not in value map <name> (<file>); add it there`.
-_MAP_MISS = re.compile(r'"(?P<key>[^"]*)" is not in value map (?P<map>\S+)')
+_MAP_MISS = re.compile(r'"(?P<key>.*)" is not in value map (?P<map>\S+)', re.S)
+# How ``transform.limits.shorten`` ends a value it cut.
+SHORTENED = "…"
 
 
 @dataclass(frozen=True)
@@ -65,10 +67,19 @@ def value_map_fix(scheme: Scheme, reason: str) -> str | None:
     key, name = found["key"], found["map"]
     spec = scheme.value_maps.get(name)
     folder = Path(scheme.path).parent if scheme.path else Path(".")
+    if key.endswith(SHORTENED):  # the reason quotes a long value cut short: the line needs all of it
+        line = "a line for the whole value quoted (shortened) in the reason"
+    else:
+        line = f"the line `{_csv_field(key)},<value>`" if spec is not None and spec.file else f"`{key}: <value>`"
     if spec is not None and spec.file:
-        return f'add the line "{key},<value>" to {folder / scheme.id / spec.file}; the next run retries'
+        return f"add {line} to {folder / scheme.id / spec.file}; the next run retries"
     where = Path(scheme.path).name if scheme.path else f"{scheme.id}.yaml"
-    return f'add "{key}: <value>" under value_maps.{name}.values in {where}; the next run retries'
+    return f"add {line} under value_maps.{name}.values in {where}; the next run retries"
+
+
+def _csv_field(key: str) -> str:
+    """A key as one CSV field: quoted when it holds a comma, a quote or a line break."""
+    return '"' + key.replace('"', '""') + '"' if any(c in key for c in ',"\r\n') else key
 
 
 def claim_problems(scheme: Scheme, found: Summary) -> list[Problem]:
