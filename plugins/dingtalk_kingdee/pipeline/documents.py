@@ -12,8 +12,9 @@ from collections.abc import Callable, Sequence
 
 from sqlalchemy.engine import Engine
 
-from dingtalk_kingdee.errors import KingdeeAuthError, KingdeeError
+from dingtalk_kingdee.errors import KingdeeError
 from dingtalk_kingdee.pipeline.protocols import KingdeeClient
+from dingtalk_kingdee.pipeline.settle import value_at_fault
 from dingtalk_kingdee.scheme import Scheme
 from dingtalk_kingdee.staging import DocumentStatus, SchemeStaging, chunked
 from dingtalk_kingdee.staging.states import SUBMITTABLE
@@ -73,8 +74,8 @@ class _PerBill:
         try:
             return list(do(list(chunk)))
         except (KingdeeError, ValueError, TypeError) as exc:
-            if isinstance(exc, KingdeeAuthError) or (isinstance(exc, KingdeeError) and exc.msg_code is None):
-                raise  # Kingdee is unreachable or refuses us: no bill's value is at fault
+            if not value_at_fault(exc):
+                raise
             if len(chunk) > 1:
                 log.warning("documents: %s of %d bills failed (%s); going bill by bill", what, len(chunk), exc)
                 return [item for number in chunk for item in self.call(what, [number], do)]

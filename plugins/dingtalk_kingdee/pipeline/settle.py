@@ -96,8 +96,8 @@ def _look_up(scheme: Scheme, kingdee: KingdeeClient, staged: SchemeStaging,
     try:
         return query(part)
     except (KingdeeError, ValueError, TypeError) as exc:
-        if isinstance(exc, KingdeeAuthError) or (isinstance(exc, KingdeeError) and exc.msg_code is None):
-            raise  # Kingdee is unreachable or refuses us: no bill's value is at fault
+        if not value_at_fault(exc):
+            raise
         if len(part) == 1:
             bill = part[0]
             error = f"lookup by {match_field} failed for claim {bill.instance_id} (business_id " \
@@ -107,6 +107,21 @@ def _look_up(scheme: Scheme, kingdee: KingdeeClient, staged: SchemeStaging,
             return []
         log.warning("reconcile: a lookup of %d bills failed (%s); looking them up one by one", len(part), exc)
     return [found for bill in part for found in _look_up(scheme, kingdee, staged, [bill])]
+
+
+# MsgCodes of a refusal no value can cause: session lost, no permission, network control, call limit,
+# admin login forbidden.
+_NOT_A_VALUE = frozenset({1, 2, 13, 14, 15})
+
+
+def value_at_fault(exc: Exception) -> bool:
+    """Could one bill's value have caused this failure (so that going bill by bill isolates it)? Not when
+    Kingdee is unreachable (no MsgCode) or refuses the caller rather than the request."""
+    if isinstance(exc, KingdeeAuthError):
+        return False
+    if isinstance(exc, KingdeeError):
+        return exc.msg_code is not None and exc.msg_code not in _NOT_A_VALUE
+    return True
 
 
 def text_or_none(value: object) -> str | None:

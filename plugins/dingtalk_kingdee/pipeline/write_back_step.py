@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 
 # Concurrent like the detail fetch: the hook's shared limiter keeps the calls within the app's QPS.
 COMMENT_WORKERS = 8
+# Comments claimed at a time: a write_back killed mid-way leaves at most these unknown (never resent).
+CLAIM_CHUNK = 2 * COMMENT_WORKERS
 
 
 def write_back(scheme: Scheme, dingtalk: DingTalkClient, engine: Engine, run: Run) -> dict:
@@ -62,7 +64,6 @@ def _comment(scheme: Scheme, dingtalk: DingTalkClient, engine: Engine, run: Run,
     if allowed <= 0:
         log.warning("write_back: the month's DingTalk call budget is spent: comments wait")
         return counts
-    entries = staged.claim_comments(limit=allowed, instance_ids=run.instance_ids)
     quota: list[DingTalkQuotaExhausted] = []
 
     def comment(entry: CommentToPost) -> bool | None:
@@ -89,11 +90,17 @@ def _comment(scheme: Scheme, dingtalk: DingTalkClient, engine: Engine, run: Run,
         return True
 
     with ThreadPoolExecutor(max_workers=COMMENT_WORKERS, thread_name_prefix="write_back") as pool:
-        for done, sent in enumerate(pool.map(comment, entries), start=1):
-            key = "comments_waiting" if sent is None else "comments_sent" if sent else "comments_failed"
-            counts[key] += 1
-            if done % 200 == 0:
-                log.info("write_back: %d/%d comments", done, len(entries))
+        while allowed > 0 and not quota:
+            entries = staged.claim_comments(limit=min(CLAIM_CHUNK, allowed), instance_ids=run.instance_ids)
+            if not entries:
+                break
+            allowed -= len(entries)
+            for sent in pool.map(comment, entries):
+                key = "comments_waiting" if sent is None else "comments_sent" if sent else "comments_failed"
+                counts[key] += 1
+            done = counts["comments_sent"] + counts["comments_failed"]
+            if done % 200 < CLAIM_CHUNK:
+                log.info("write_back: %d comments so far", done)
     if quota:
         note_quota_exhausted(engine, scheme, run, quota[0])
         counts["quota_exhausted"] = True
