@@ -15,7 +15,7 @@ export AIRFLOW__LOGGING__LOGGING_LEVEL ?= INFO
 export DK_VAR_DIR ?= $(CURDIR)/var
 export PYTHONPATH := $(CURDIR)/plugins:$(CURDIR)/emulators:$(CURDIR)
 
-.PHONY: venv airflow-db test test-topology topology test-ui lint demo airflow emulators bench wheel lock clean
+.PHONY: venv airflow-db test test-reliability test-topology topology test-ui lint demo airflow emulators bench wheel lock clean
 
 # A project-local venv; reinstalls only when a requirements file or pyproject.toml changed.
 $(STAMP): requirements.lock requirements.txt requirements-dev.txt pyproject.toml emulators/pyproject.toml
@@ -44,6 +44,12 @@ lint: $(STAMP)
 
 test: $(STAMP) airflow-db lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The fault matrix (tests/reliability, marker reliability; skipped by make test): the whole sync under
+# DingTalk, Kingdee and process faults for both scheme variants, on PostgreSQL when DK_TEST_DATABASE_URL
+# is set (.ci/run sets it). Outcomes in docs/reliability.md.
+test-reliability: $(STAMP) airflow-db
+	DK_RELIABILITY=1 $(BIN)/python -m pytest -p no:cacheprovider -m reliability tests $(PYTEST_ARGS)
 
 # The production topology (docker-compose.yaml's services, as local processes: CeleryExecutor with two
 # workers, PostgreSQL on 127.0.0.1:5432, Redis on 127.0.0.1:6379) driven through the REST API.

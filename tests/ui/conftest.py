@@ -26,6 +26,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures.gates import skip_folder_unless
+
 ROOT = Path(__file__).resolve().parents[2]
 ARTEFACTS = ROOT / "var" / "ui-artefacts"
 CHROMIUM = os.environ.get("DK_CHROMIUM", "/usr/bin/chromium")
@@ -36,12 +38,7 @@ START_TIMEOUT_S = 600
 
 
 def pytest_collection_modifyitems(config, items):
-    if os.environ.get("DK_UI_TEST") == "1":
-        return
-    skip = pytest.mark.skip(reason="the browser test runs with `make test-ui` (DK_UI_TEST=1)")
-    for item in items:
-        if "tests/ui/" in str(item.fspath).replace(os.sep, "/"):
-            item.add_marker(skip)
+    skip_folder_unless(items, "tests/ui/", "DK_UI_TEST", "the browser test runs with `make test-ui` (DK_UI_TEST=1)")
 
 
 def free_port() -> int:
