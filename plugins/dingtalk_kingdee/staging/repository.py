@@ -271,6 +271,9 @@ class SchemeStaging:
     def mark_listed(self, instance_ids: Iterable[str], run_id: str) -> None:
         """Record that this run listed these (already final) claims, for the run's report."""
         with self.engine.begin() as conn:
+            # Under the scheme's lock like every other write of these rows: two overlapping runs
+            # updating the same claims in different orders deadlocked on PostgreSQL.
+            self._lock(conn)
             for part in chunked(list(instance_ids), IN_CHUNK):
                 conn.execute(instances.update()
                              .where(instances.c.scheme_id == self.scheme_id, instances.c.instance_id.in_(part))
@@ -500,6 +503,7 @@ class SchemeStaging:
     def stamp_rejects(self, instance_ids: Sequence[str], fingerprint: str) -> None:
         """Record the scheme fingerprint these claims' rejects were made under."""
         with self.engine.begin() as conn:
+            self._lock(conn)  # an overlapping run may be rewriting the same claims' rejects
             for part in chunked(list(instance_ids), IN_CHUNK):
                 conn.execute(rejects.update()
                              .where(rejects.c.scheme_id == self.scheme_id, rejects.c.instance_id.in_(part))
