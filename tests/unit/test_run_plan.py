@@ -100,6 +100,8 @@ def test_a_window_typed_in_the_form_is_china_time_and_the_plan_states_it_so():
     # A time with its zone (the REST API, an old form) means that instant, shown in China time.
     utc = plan_run(SCHEME, "manual__w", {**params, "window_end": "2026-03-01T16:00:00Z"}, INTERVAL_END, None)
     assert utc.window_end == run.window_end and "to 2026-03-02 00:00:00 China time" in utc.window_text()
+    scheduled = Run(run_id="scheduled__x", window_start=run.window_start, window_end=run.window_end, scheduled=True)
+    assert scheduled.window_text().startswith(run.window_text() + "; a scheduled run")
     with pytest.raises(ValueError, match="window_start 'soon' is not a time: use YYYY-MM-DD HH:MM"):
         plan_run(SCHEME, "manual__w", {**params, "window_start": "soon"}, INTERVAL_END, None)
 

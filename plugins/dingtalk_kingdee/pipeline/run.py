@@ -50,8 +50,11 @@ class Run:
         """The effective window in China time, as the run log states it."""
         if self.instance_ids is not None:
             return f"the {len(self.instance_ids)} named claims (no listing window)"
-        return (f"claims started from {china_time(self.window_start)} to {china_time(self.window_end)} "
+        text = (f"claims started from {china_time(self.window_start)} to {china_time(self.window_end)} "
                 f"China time (Asia/Shanghai)")
+        if self.scheduled:  # the extract log says what the incremental listing actually covered
+            text += "; a scheduled run: with incremental listing, only from the stored watermark to its end"
+        return text
 
     @classmethod
     def from_xcom(cls, plan: Mapping[str, Any]) -> Run:
