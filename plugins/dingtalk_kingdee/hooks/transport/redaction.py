@@ -40,11 +40,29 @@ def register_secret(value: str | None) -> None:
     with _known_secrets_lock:
         _known_secrets.add(value)
     try:
-        from airflow.sdk.log import mask_secret
-
-        mask_secret(value)
+        _mask_in_airflow(value)
     except Exception:  # masking must never break a call; our own redaction still applies
         _log.debug("Airflow's secrets masker is unavailable", exc_info=False)
+
+
+def _mask_in_airflow(value: str) -> None:
+    """Register ``value`` with the secrets masker of the process that masks the task log.
+
+    ``airflow.sdk.log.mask_secret`` adds it here and sends it to the supervisor as a ``MaskSecret``
+    message. Airflow's in-process supervisor (``dag.test()``, ``airflow dags test``) logs every
+    message it is sent at DEBUG, the secret included: there the task logs from this process, so the
+    masker here is the one to tell, and nothing is sent. Under the real supervisor (a task in a
+    process of its own, whose log lines the supervisor masks) the message is sent; that supervisor
+    logs a ``MaskSecret`` without its body.
+    """
+    from airflow.sdk._shared.secrets_masker import mask_secret as mask_in_this_process
+    from airflow.sdk.execution_time import task_runner
+    from airflow.sdk.execution_time.comms import CommsDecoder, MaskSecret
+
+    mask_in_this_process(value)
+    comms = getattr(task_runner, "SUPERVISOR_COMMS", None)
+    if isinstance(comms, CommsDecoder):
+        comms.send(MaskSecret(value=value))
 
 
 class RedactingFilter(logging.Filter):
