@@ -755,7 +755,7 @@ class SchemeStaging:
         sid = self.scheme_id
         inst_cond = [instances.c.scheme_id == sid]
         if instance_ids is not None:
-            inst_cond.append(instances.c.instance_id.in_(list(instance_ids)))
+            inst_cond.append(among(instances.c.instance_id, instance_ids))
         elif run_id is not None:
             moved = sa.select(bills.c.instance_id).where(bills.c.scheme_id == sid, bills.c.last_run == run_id)
             inst_cond.append(sa.or_(instances.c.last_seen_run == run_id, instances.c.instance_id.in_(moved)))
