@@ -44,3 +44,23 @@ def test_a_nul_anywhere_in_an_answer_rejects_that_claim_only(engine):
     assert all(r.instance_id in r.reason and "NUL" in r.reason for r in rejected.values())
     assert set(staged.bills()) == set(ids) - set(rejected)
     assert counts["claims"] == len(claims)
+
+
+def test_the_first_created_of_two_claims_sharing_a_business_id_wins_across_chunks(engine, monkeypatch):
+    """The copy sorts first by instance id, so it falls in an earlier chunk than the original."""
+    monkeypatch.setattr(pipeline.transform_step, "TRANSFORM_CHUNK", 2)
+    claims = payable_claims(8)
+    ids = sorted(claims)
+    original, copy_ = claims[ids[-1]], dict(claims[ids[0]])
+    copy_["business_id"] = original["business_id"]
+    copy_["create_time"] = "2099-01-01 00:00:00"  # created after the original
+    claims[ids[0]] = copy_
+    staged = staging.SchemeStaging(engine, SCHEME.id)
+    staged.store_answers(claims, "r1")
+
+    pipeline.transform(SCHEME, engine, pipeline.Run(run_id="r1", window_start=None, window_end=None))
+
+    bills = staged.bills()
+    assert ids[-1] in bills and ids[0] not in bills
+    assert {(r.instance_id, r.reason_code) for r in staged.summary().rejected_claims} == {
+        (ids[0], RejectReason.DUPLICATE_BUSINESS_ID)}

@@ -39,6 +39,7 @@ def transform(scheme: Scheme, engine: Engine, run: Run) -> dict:
         if not batch:
             break
         after = batch[-1].instance_id
+        batch += _sharing_business_ids(staged, batch, run, fingerprint)
         unreadable = _with_nul(batch)
         clean = [c for c in batch if c.instance_id not in unreadable]
         ids = [c.instance_id for c in clean]
@@ -66,6 +67,25 @@ def scheme_fingerprint(scheme: Scheme) -> str:
              "value_maps": {name: spec.model_dump(mode="json") for name, spec in scheme.value_maps.items()},
              "maps": scheme.maps}
     return hashlib.sha256(json.dumps(parts, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+def _sharing_business_ids(staged: SchemeStaging, batch: list[ClaimToTransform], run: Run,
+                          fingerprint: str) -> list[ClaimToTransform]:
+    """Claims due for transform outside this chunk whose business_id one of the chunk's claims has.
+
+    Which of the claims sharing a business_id may become the bill (the one created first) is decided
+    among the claims of one transform call; chunks are cut in instance-id order, so without this a
+    later copy with a smaller id would be billed in an earlier chunk and the original rejected.
+    """
+    business_ids = {str(c.payload.get("business_id")) for c in batch
+                    if isinstance(c.payload, dict) and c.payload.get("business_id")}
+    if not business_ids:
+        return []
+    in_batch = {c.instance_id for c in batch}
+    due = staged.claims_to_transform(None, instance_ids=run.instance_ids, include_rejected=run.replay_rejected,
+                                     fingerprint=fingerprint, fingerprinted_codes=MAPPING_REASONS,
+                                     business_ids=business_ids)
+    return [c for c in due if c.instance_id not in in_batch]
 
 
 def _with_nul(batch: list[ClaimToTransform]) -> dict[str, RejectRecord]:

@@ -360,14 +360,16 @@ class SchemeStaging:
 
     # -- transform -------------------------------------------------------------------------------
 
-    def claims_to_transform(self, limit: int, after: str = "", instance_ids: Collection[str] | None = None,
+    def claims_to_transform(self, limit: int | None, after: str = "", instance_ids: Collection[str] | None = None,
                             include_rejected: bool = False, fingerprint: str | None = None,
-                            fingerprinted_codes: Collection[str] = ()) -> list[ClaimToTransform]:
+                            fingerprinted_codes: Collection[str] = (), business_ids: Collection[str] | None = None,
+                            ) -> list[ClaimToTransform]:
         """Final claims whose latest answer has not been transformed yet, in id order after ``after``.
 
         With ``fingerprint``, also claims rejected for one of ``fingerprinted_codes`` under another
         scheme fingerprint (or none): the value maps or the mapping changed since. ``include_rejected``
         also returns every claim that ended as rejects or as a bill Kingdee refused (replay).
+        ``business_ids`` keeps only claims with one of these (as DingTalk sent them).
         """
         sid = self.scheme_id
         due = instances.c.transformed_version < instances.c.payload_version
@@ -385,6 +387,8 @@ class SchemeStaging:
         cond = [instances.c.scheme_id == sid, instances.c.is_final.is_(True), instances.c.instance_id > after, due]
         if instance_ids is not None:
             cond.append(among(instances.c.instance_id, instance_ids))
+        if business_ids is not None:
+            cond.append(among(instances.c.business_id, business_ids))
         query = (sa.select(instances.c.instance_id, instances.c.payload, instances.c.payload_version)
                  .where(*cond).order_by(instances.c.instance_id).limit(limit))
         with self.engine.connect() as conn:
