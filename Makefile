@@ -45,9 +45,9 @@ lint: $(STAMP)
 test: $(STAMP) airflow-db lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# The fault matrix (tests/reliability, marker reliability; skipped by make test): the whole sync under
-# DingTalk, Kingdee and process faults for both scheme variants, on PostgreSQL when DK_TEST_DATABASE_URL
-# is set (.ci/run sets it). Outcomes in docs/reliability.md.
+# The slow tests (tests/reliability, marker reliability; skipped by make test): the whole sync under
+# DingTalk, Kingdee and process faults for both scheme variants, and at volume (10,000 claims), on
+# PostgreSQL when DK_TEST_DATABASE_URL is set (.ci/run sets it). Outcomes in docs/reliability.md.
 test-reliability: $(STAMP) airflow-db
 	DK_RELIABILITY=1 $(BIN)/python -m pytest -p no:cacheprovider -m reliability tests $(PYTEST_ARGS)
 
