@@ -10,8 +10,11 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
+from dingtalk_kingdee.staging import BillState
 from tests.conftest import TEST_DATABASE_URL
+from tests.e2e.test_sync import payable_now
 from tests.fixtures.claims.builder import claim
+from tests.fixtures.claims.hostile import ANCHOR_BUSINESS_ID, anchor, hostile_claims
 
 pytestmark = pytest.mark.e2e
 
@@ -82,3 +85,41 @@ def test_an_undocumented_status_is_read_three_times_then_rejected_and_reported(w
     assert world.staged.unfinished_claims() == []
     assert "unknown_status" in summary["text"] and "ODD1" in summary["text"]
     assert set(world.bills_by_business_id()) == {"OK1"}
+
+
+def test_the_hostile_corpus_rejects_each_hostile_claim_alone_and_pays_every_good_one_once(world_factory):
+    """The corpus (tests/fixtures/claims/hostile_claims.json) beside 60 generated claims, three runs
+    (an undocumented status is read three times before it is rejected)."""
+    world = world_factory(count=60, seed=11)
+    world.dingtalk.add_instances([anchor(_china_time(world, 30), _china_time(world, 29))])
+    world.run()
+    assert ANCHOR_BUSINESS_ID in world.bills_by_business_id()
+
+    corpus = hostile_claims(_china_time(world, 20), _china_time(world, 19))
+    assert len(corpus) >= 80
+    world.dingtalk.add_instances([c.instance for c in corpus])
+    for _ in range(3):
+        world.run()
+
+    rejected = _rejected(world)
+    loaded = {b.instance_id for b in world.staged.bills(BillState.LOADED).values()}
+    unfinished = set(world.staged.unfinished_claims())
+    outcomes = {}
+    for case in corpus:
+        instance_id = case.instance["process_instance_id"]
+        if instance_id in rejected:
+            outcomes[case.case_id] = ",".join(sorted(rejected[instance_id]))
+        elif instance_id in loaded:
+            outcomes[case.case_id] = "paid"
+        elif instance_id in unfinished:
+            outcomes[case.case_id] = "waiting"
+        else:
+            outcomes[case.case_id] = "no outcome"
+    wrong = {c.case_id: (c.what, c.expect, outcomes[c.case_id]) for c in corpus if outcomes[c.case_id] != c.expect}
+    assert wrong == {}, "\n".join(f"{k}: {v}" for k, v in wrong.items())
+
+    # Every good claim paid exactly once: the generated payable ones, the anchor and the corpus' own.
+    world.assert_no_duplicates()
+    paid = set(world.bills_by_business_id())
+    assert set(payable_now(world)) | {ANCHOR_BUSINESS_ID} <= paid
+    assert len(world.bills()) == len(payable_now(world)) + 1 + sum(c.expect == "paid" for c in corpus)

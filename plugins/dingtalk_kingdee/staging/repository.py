@@ -332,7 +332,7 @@ class SchemeStaging:
             for instance_id, answer in answers.items():
                 # JSON escapes every control character (NUL as \u0000): the payload text is always storable.
                 payload = json.dumps(answer, ensure_ascii=False, sort_keys=True)
-                status = str(answer.get("status") or "")
+                status = str(answer.get("status") or "").strip()   # as the transform reads it
                 business_id = answer.get("business_id") or None
                 if isinstance(business_id, str) and len(business_id) > MAX_INDEXED_TEXT:
                     business_id = None  # the payload has it; the transform rejects it by its own rules
