@@ -13,6 +13,7 @@ from dingtalk_kingdee.scheme import Scheme, load_scheme
 from dingtalk_kingdee.transform import transform_claims
 from dingtalk_kingdee.transform.limits import MAX_TABLE_LEVELS, MAX_VALUE_CHARS
 from tests.fixtures.claims.builder import claim, expense_row
+from tests.fixtures.claims.hostile import levels_cell
 
 SCHEME_FILE = Path(__file__).resolve().parents[2] / "include" / "schemes" / "expense_to_paybill.yaml"
 
@@ -42,15 +43,9 @@ def _malformed(rejects: pd.DataFrame, *words: str) -> str:
 
 
 def _nested_table(levels: int) -> str:
-    """A 报销明细 table whose rows hold a table cell ``levels - 1`` deep (level 1 is 报销明细 itself)."""
-    inner: list | None = None
-    for level in range(levels - 1, 0, -1):
-        cells = [{"componentType": "TextField", "label": "说明", "value": f"level {level + 1}"}]
-        if inner is not None:
-            cells.append({"componentType": "TableField", "label": f"子表{level}", "value": json.dumps(inner)})
-        inner = [{"rowNumber": f"n{level}", "rowValue": cells}]
+    """A 报销明细 table whose row holds a table cell ``levels - 1`` deep (level 1 is 报销明细 itself)."""
     row = expense_row("100", nested=[])
-    row["rowValue"].append({"componentType": "TableField", "label": "子表0", "value": json.dumps(inner)})
+    row["rowValue"].append(levels_cell(levels))
     return json.dumps([row], ensure_ascii=False)
 
 
