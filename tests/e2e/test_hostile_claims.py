@@ -115,6 +115,10 @@ def test_the_hostile_corpus_rejects_each_hostile_claim_alone_and_pays_every_good
             outcomes[case.case_id] = "waiting"
         else:
             outcomes[case.case_id] = "no outcome"
+    # No reason or stored business id carries a megabyte of claim data (reports and alerts quote them).
+    long = [(r.instance_id[:20], len(r.business_id or ""), len(r.reason))
+            for r in world.staged.summary().rejected_claims if len(r.business_id or "") > 128 or len(r.reason) > 400]
+    assert long == []
     wrong = {c.case_id: (c.what, c.expect, outcomes[c.case_id]) for c in corpus if outcomes[c.case_id] != c.expect}
     assert wrong == {}, "\n".join(f"{k}: {v}" for k, v in wrong.items())
 

@@ -16,7 +16,8 @@ from dingtalk_kingdee.reasons import MAPPING_REASONS, RejectReason
 from dingtalk_kingdee.scheme import Scheme
 from dingtalk_kingdee.staging import BillRecord, ClaimToTransform, RejectRecord, RowRecord, SchemeStaging
 from dingtalk_kingdee.transform import transform_claims
-from dingtalk_kingdee.transform.business_ids import lookup_ids
+from dingtalk_kingdee.transform.business_ids import lookup_ids, normal_form
+from dingtalk_kingdee.transform.limits import shorten
 
 log = logging.getLogger(__name__)
 
@@ -98,11 +99,12 @@ def _with_nul(batch: list[ClaimToTransform]) -> dict[str, RejectRecord]:
     for claim in batch:
         where = _nul_at(claim.payload)
         if where is not None:
-            business_id = claim.payload.get("business_id") if isinstance(claim.payload, dict) else None
+            # The business id in its normal form or none (one holding the NUL has none): never 1 MB of it.
+            business_id = normal_form(claim.payload.get("business_id"))[0] if isinstance(claim.payload, dict) else None
             found[claim.instance_id] = RejectRecord(
-                instance_id=claim.instance_id, business_id=str(business_id) if business_id else None, field=where,
+                instance_id=claim.instance_id, business_id=business_id, field=shorten(where),
                 reason_code=RejectReason.MALFORMED_PAYLOAD,
-                reason=f"claim {claim.instance_id}: the answer holds a NUL character in {where!r}")
+                reason=f"claim {shorten(claim.instance_id)}: the answer holds a NUL character in {shorten(where)!r}")
     return found
 
 
