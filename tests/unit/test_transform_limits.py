@@ -120,3 +120,20 @@ def test_a_claim_named_by_a_huge_instance_id_is_named_shortly(scheme: Scheme) ->
     raw = pd.DataFrame({"instance_id": [instance_id], "payload": [claim(instance_id, "null")]})
     reasons = transform_claims(raw, scheme).rejects["reason"]
     assert len(reasons) and all(len(r) < 200 and "i" * 60 + "…" in r for r in reasons)
+
+
+def test_a_repeated_key_in_a_select_ext_value_is_malformed(scheme: Scheme) -> None:
+    bad = claim("bad-1", "B1")
+    for component in bad["form_component_values"]:
+        if component.get("name") == "报销类别":
+            component["ext_value"] = '{"label": "行政报销", "key": "option_c", "label": "项目报销"}'
+    _malformed(_run(scheme, bad), "claim B1", "报销类别", "repeated key")
+
+
+def test_a_multi_select_ext_value_with_many_labels_is_fine(scheme: Scheme) -> None:
+    good = claim("good-2", "G2")
+    good["form_component_values"].append({
+        "name": "标签", "value": '["a", "b"]', "component_type": "DDMultiSelectField",
+        "ext_value": json.dumps([{"label": "a", "key": "k1"}, {"label": "b", "key": "k2"}])})
+    raw = pd.DataFrame({"instance_id": ["good-2"], "payload": [good]})
+    assert list(transform_claims(raw, scheme).bills["instance_id"]) == ["good-2"]

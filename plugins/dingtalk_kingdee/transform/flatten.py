@@ -100,7 +100,9 @@ def read_payloads(raw: pd.DataFrame) -> Payloads:
 
     if payloads:
         broken = {i for i, problem in form_problems.items() if problem}
-        claims, tables = _claims_frame(payloads, good_ids, broken)
+        claims, tables, ext_problems = _claims_frame(payloads, good_ids, broken)
+        for instance_id, problem in ext_problems.items():
+            form_problems[instance_id] = form_problems.get(instance_id) or problem
     else:
         claims, tables = empty_frame(["instance_id", "business_id"]), empty_frame(TABLE_COLUMNS)
     for key in ("status", "result"):
@@ -111,7 +113,7 @@ def read_payloads(raw: pd.DataFrame) -> Payloads:
 
 
 def _claims_frame(payloads: list[dict], instance_ids: list[str],
-                  broken_forms: set[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+                  broken_forms: set[str]) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, str]]:
     """One row per claim: ``instance.<key>`` scalar fields and ``form.<label>`` (+ ``.ext``) columns,
     and the table components (instance_id, name, value)."""
     inst = pd.DataFrame([{k: v for k, v in p.items() if k not in _INSTANCE_LISTS and not isinstance(v, list | dict)}
@@ -127,7 +129,7 @@ def _claims_frame(payloads: list[dict], instance_ids: list[str],
                             for i, p in zip(instance_ids, payloads, strict=True)], index=instance_ids)
     components = components.explode().dropna()
     if components.empty:
-        return inst, pd.DataFrame(columns=TABLE_COLUMNS)
+        return inst, pd.DataFrame(columns=TABLE_COLUMNS), {}
     comp = pd.DataFrame(components.tolist(), index=components.index)
     for column in ("name", "value", "ext_value", "component_type", "id"):
         if column not in comp:
@@ -143,6 +145,7 @@ def _claims_frame(payloads: list[dict], instance_ids: list[str],
     looks_json = as_text(ext).astype("string").str.match(r"^[\[{]").fillna(False).astype(bool) & ~comp["is_table"]
     parsed_ext = pd.Series(None, index=comp.index, dtype=object)
     parsed_ext[looks_json] = [_loads_or_none(v) for v in ext[looks_json]]
+    ext_problems = _repeated_ext_keys(comp[looks_json], parsed_ext[looks_json])
     ext_label = parsed_ext.str.get("label")
     is_select = (comp["component_type"] == "DDSelectField") & ext_label.notna()
     comp["value"] = comp["value"].astype(object).where(~is_select, ext_label)
@@ -154,7 +157,36 @@ def _claims_frame(payloads: list[dict], instance_ids: list[str],
         ext_wide = has_ext.pivot(index="instance_id", columns="name", values="ext")
         wide = wide.join(ext_wide.rename(columns=lambda c: f"form.{c}.ext"))
     claims = inst.join(wide, on="instance_id")
-    return claims, comp.loc[comp["is_table"], TABLE_COLUMNS]
+    return claims, comp.loc[comp["is_table"], TABLE_COLUMNS], ext_problems
+
+
+def _repeated_ext_keys(components: pd.DataFrame, parsed: pd.Series) -> dict[str, str]:
+    """instance_id → what is wrong, for an ext_value text with a key repeated in one object (a select's
+    ``{"label": "差旅费", "label": "团建费"}``: msgspec would keep the last label silently).
+
+    Only a text with more ``"label"`` / ``"key"`` tokens than its decoded objects hold is decoded
+    again, exactly (Python's ``json`` with a per-object hook)."""
+    problems: dict[str, str] = {}
+    for instance_id, name, text, value in zip(components["instance_id"].tolist(), components["name"].tolist(),
+                                              components["ext_value"].tolist(), parsed.tolist(), strict=True):
+        if not isinstance(text, str) or value is None:
+            continue
+        seen = {"label": 0, "key": 0}
+        stack = [value]
+        while stack:
+            item = stack.pop()
+            if isinstance(item, dict):
+                seen["label"] += "label" in item
+                seen["key"] += "key" in item
+                stack.extend(v for v in item.values() if isinstance(v, dict | list))
+            elif isinstance(item, list):
+                stack.extend(v for v in item if isinstance(v, dict | list))
+        if text.count('"label"') == seen["label"] and text.count('"key"') == seen["key"] and "\\u" not in text:
+            continue
+        _, problem = loads_strict(text)
+        if problem is not None:
+            problems.setdefault(instance_id, f"{name} ext_value {problem}")
+    return problems
 
 
 def _loads_or_none(value: Any) -> Any:
