@@ -1,4 +1,4 @@
-"""The fault matrix runs with `make test-reliability` (DK_RELIABILITY=1), not with `make test`."""
+"""The slow tests (fault matrix, volume) run with `make test-reliability` (DK_RELIABILITY=1), not with `make test`."""
 
 from __future__ import annotations
 
@@ -8,4 +8,4 @@ from tests.fixtures.gates import skip_folder_unless
 
 def pytest_collection_modifyitems(config, items):
     skip_folder_unless(items, "tests/reliability/", "DK_RELIABILITY",
-                       "the fault matrix runs with `make test-reliability` (DK_RELIABILITY=1)")
+                       "the slow tests (fault matrix, volume) run with `make test-reliability` (DK_RELIABILITY=1)")
