@@ -72,6 +72,15 @@ def test_a_version_1_database_is_upgraded_with_its_data_kept(v1_engine):
     assert versions(v1_engine) == list(range(1, SCHEMA_VERSION + 1))
 
 
+def test_the_upgrade_keys_stored_business_ids_as_the_duplicate_check_compares_them(v1_engine):
+    with v1_engine.begin() as conn:
+        conn.execute(sa.text("UPDATE dk_instances SET business_id = ' tsp1\t' WHERE instance_id = 'b'"))
+    staging.ensure_schema(v1_engine)
+    with v1_engine.connect() as conn:
+        keys = dict(conn.execute(sa.text("SELECT instance_id, business_key FROM dk_instances")).all())
+    assert keys == {"a": "BA", "b": "TSP1"}
+
+
 def test_the_upgrade_lets_ids_longer_than_version_1_allowed_in(v1_engine):
     staging.ensure_schema(v1_engine)
     staged = SchemeStaging(v1_engine, SCHEME)

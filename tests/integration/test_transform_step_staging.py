@@ -7,6 +7,7 @@ import copy
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from dk_emulators.dingtalk.seed import SeedConfig, generate_claims
 
 from dingtalk_kingdee import pipeline, staging
@@ -46,13 +47,21 @@ def test_a_nul_anywhere_in_an_answer_rejects_that_claim_only(engine):
     assert counts["claims"] == len(claims)
 
 
-def test_the_first_created_of_two_claims_sharing_a_business_id_wins_across_chunks(engine, monkeypatch):
+@pytest.mark.parametrize(("original_id", "copy_id"), [
+    (None, None),                # the same text
+    ("TSP1", "tsp1 "),           # the same normal form: case and surrounding space differ
+    ("TSP1", "\ttsp1\n"),        # white space the database's trim() would keep
+])
+def test_the_first_created_of_two_claims_sharing_a_business_id_wins_across_chunks(
+        engine, monkeypatch, original_id, copy_id):
     """The copy sorts first by instance id, so it falls in an earlier chunk than the original."""
     monkeypatch.setattr(pipeline.transform_step, "TRANSFORM_CHUNK", 2)
     claims = payable_claims(8)
     ids = sorted(claims)
     original, copy_ = claims[ids[-1]], dict(claims[ids[0]])
-    copy_["business_id"] = original["business_id"]
+    if original_id is not None:
+        original["business_id"] = original_id
+    copy_["business_id"] = copy_id if copy_id is not None else original["business_id"]
     copy_["create_time"] = "2099-01-01 00:00:00"  # created after the original
     claims[ids[0]] = copy_
     staged = staging.SchemeStaging(engine, SCHEME.id)

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from dingtalk_kingdee.scheme import Scheme, load_scheme
+from dingtalk_kingdee.staging.repository import business_key
 from dingtalk_kingdee.transform import transform_claims
 from dingtalk_kingdee.transform.business_ids import MAX_CHARS, duplicate_key, lookup_ids, normal_form
 from tests.fixtures.claims.builder import claim
@@ -77,3 +78,11 @@ def test_a_business_id_outside_the_normal_form_rejects_that_claim_only(scheme: S
     assert rejects[["instance_id", "field", "reason_code"]].values.tolist() == [
         ["A", "business_id", "malformed_payload"]]
     assert "instance A" in rejects["reason"].iloc[0] and len(rejects["reason"].iloc[0]) < 250
+
+
+@pytest.mark.parametrize("value", ["TSP1", "tsp1 ", "\ttsp1\n", " Tsp 1 ", 12345, "x" * 128, "\u3000tsp1\xa0"])
+def test_staging_keys_a_business_id_as_the_duplicate_check_compares_it(value):
+    """Claims sharing a duplicate key must share a staging key, or they are transformed apart."""
+    normal, problem = normal_form(value)
+    assert problem is None
+    assert business_key(value) == duplicate_key(normal)

@@ -16,7 +16,7 @@ from dingtalk_kingdee.reasons import MAPPING_REASONS, RejectReason
 from dingtalk_kingdee.scheme import Scheme
 from dingtalk_kingdee.staging import BillRecord, ClaimToTransform, RejectRecord, RowRecord, SchemeStaging
 from dingtalk_kingdee.transform import transform_claims
-from dingtalk_kingdee.transform.business_ids import lookup_ids, normal_form
+from dingtalk_kingdee.transform.business_ids import duplicate_key, lookup_ids, normal_form
 from dingtalk_kingdee.transform.limits import shorten
 
 log = logging.getLogger(__name__)
@@ -78,14 +78,14 @@ def _sharing_business_ids(staged: SchemeStaging, batch: list[ClaimToTransform], 
     among the claims of one transform call; chunks are cut in instance-id order, so without this a
     later copy with a smaller id would be billed in an earlier chunk and the original rejected.
     """
-    business_ids = {str(c.payload.get("business_id")) for c in batch
-                    if isinstance(c.payload, dict) and c.payload.get("business_id")}
-    if not business_ids:
+    # Keyed as the duplicate check compares: "TSP1" and "tsp1 " are one approval number.
+    keys = {duplicate_key(business_id) for business_id in lookup_ids([c.payload for c in batch])}
+    if not keys:
         return []
     in_batch = {c.instance_id for c in batch}
     due = staged.claims_to_transform(None, instance_ids=run.instance_ids, include_rejected=run.replay_rejected,
                                      fingerprint=fingerprint, fingerprinted_codes=MAPPING_REASONS,
-                                     business_ids=business_ids)
+                                     business_keys=keys)
     return [c for c in due if c.instance_id not in in_batch]
 
 

@@ -111,6 +111,18 @@ def storable(value: T) -> T:
     return value
 
 
+def business_key(value: object) -> str | None:
+    """A business_id as the transform's duplicate check compares it: stripped of surrounding white
+    space, upper-cased (``transform.business_ids.duplicate_key`` of its normal form, for every value
+    that has one). None when empty or too long to index (such a claim is rejected by the transform).
+    Wider than the normal form on purpose: a key shared by more claims only groups them in one
+    transform call."""
+    if value is None or isinstance(value, dict | list):
+        return None
+    key = str(value).strip().upper()
+    return storable(key) if key and len(key) <= MAX_INDEXED_TEXT else None
+
+
 def _storable_row(values: dict) -> dict:
     return {k: storable(v) for k, v in values.items()}
 
@@ -339,7 +351,8 @@ class SchemeStaging:
                 known = status in FINAL_STATUSES or status in OPEN_STATUSES
                 reads = 0 if known else (existing[instance_id][2] if instance_id in existing else 0) + 1
                 values = _storable_row(dict(
-                    business_id=business_id, status=status, result=str(answer.get("result") or ""),
+                    business_id=business_id, business_key=business_key(answer.get("business_id")),
+                    status=status, result=str(answer.get("result") or ""),
                     is_final=status in FINAL_STATUSES or reads >= UNKNOWN_STATUS_READS, payload=payload,
                     last_seen_at=stamp, last_fetched_at=stamp, last_seen_run=run_id, unknown_status_reads=reads,
                 ))
@@ -362,14 +375,14 @@ class SchemeStaging:
 
     def claims_to_transform(self, limit: int | None, after: str = "", instance_ids: Collection[str] | None = None,
                             include_rejected: bool = False, fingerprint: str | None = None,
-                            fingerprinted_codes: Collection[str] = (), business_ids: Collection[str] | None = None,
+                            fingerprinted_codes: Collection[str] = (), business_keys: Collection[str] | None = None,
                             ) -> list[ClaimToTransform]:
         """Final claims whose latest answer has not been transformed yet, in id order after ``after``.
 
         With ``fingerprint``, also claims rejected for one of ``fingerprinted_codes`` under another
         scheme fingerprint (or none): the value maps or the mapping changed since. ``include_rejected``
         also returns every claim that ended as rejects or as a bill Kingdee refused (replay).
-        ``business_ids`` keeps only claims with one of these (as DingTalk sent them).
+        ``business_keys`` keeps only claims whose business id has one of these keys (``business_key``).
         """
         sid = self.scheme_id
         due = instances.c.transformed_version < instances.c.payload_version
@@ -387,8 +400,8 @@ class SchemeStaging:
         cond = [instances.c.scheme_id == sid, instances.c.is_final.is_(True), instances.c.instance_id > after, due]
         if instance_ids is not None:
             cond.append(among(instances.c.instance_id, instance_ids))
-        if business_ids is not None:
-            cond.append(among(instances.c.business_id, business_ids))
+        if business_keys is not None:
+            cond.append(among(instances.c.business_key, business_keys))
         query = (sa.select(instances.c.instance_id, instances.c.payload, instances.c.payload_version)
                  .where(*cond).order_by(instances.c.instance_id).limit(limit))
         with self.engine.connect() as conn:

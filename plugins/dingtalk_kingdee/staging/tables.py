@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 metadata = sa.MetaData()
 
@@ -29,6 +29,9 @@ instances = sa.Table(
     sa.Column("scheme_id", sa.String(64), primary_key=True),
     sa.Column("instance_id", sa.Text, primary_key=True),
     sa.Column("business_id", sa.Text, index=True),
+    # The business_id as the duplicate check compares it (``repository.business_key``): claims that
+    # share it are transformed together, whatever their spacing or case.
+    sa.Column("business_key", sa.Text, index=True),
     sa.Column("status", sa.Text),
     sa.Column("result", sa.Text),
     sa.Column("is_final", sa.Boolean, nullable=False, default=False),

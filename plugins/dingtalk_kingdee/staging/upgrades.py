@@ -23,7 +23,8 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from dingtalk_kingdee.staging.tables import SCHEMA_VERSION, metadata, schema_version
+from dingtalk_kingdee.staging.repository import business_key
+from dingtalk_kingdee.staging.tables import SCHEMA_VERSION, instances, metadata, schema_version
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +56,28 @@ def _widen_ids_to_text(conn: Connection) -> None:
         conn.exec_driver_sql(f"ALTER TABLE {table} {changes}")
 
 
+def _key_business_ids(conn: Connection) -> None:
+    """Version 3: ``dk_instances.business_key`` filled in for the claims stored before it existed.
+
+    Claims sharing a business id are transformed together, found by this key (the business id as the
+    duplicate check compares it); a stored claim without it would not be found. Computed in Python
+    (``business_key``): the databases' trim() and upper() differ from the transform's rule.
+    """
+    found = conn.execute(sa.select(instances.c.scheme_id, instances.c.instance_id, instances.c.business_id)
+                         .where(instances.c.business_id.is_not(None), instances.c.business_key.is_(None))).all()
+    keyed = [dict(s=r.scheme_id, i=r.instance_id, k=business_key(r.business_id)) for r in found]
+    keyed = [k for k in keyed if k["k"] is not None]
+    update = (instances.update()
+              .where(instances.c.scheme_id == sa.bindparam("s"), instances.c.instance_id == sa.bindparam("i"))
+              .values(business_key=sa.bindparam("k")))
+    for start in range(0, len(keyed), 5000):
+        conn.execute(update, keyed[start:start + 5000])
+
+
 # version → the function that brings a database from version - 1 to it.
 STEPS: dict[int, Callable[[Connection], None]] = {
     2: _widen_ids_to_text,
+    3: _key_business_ids,
 }
 
 
