@@ -12,7 +12,7 @@ class RejectReason(StrEnum):
     AMOUNT_MISSING = "amount_missing"
     AMOUNT_UNPARSEABLE = "amount_unparseable"
     AMOUNT_NOT_POSITIVE = "amount_not_positive"
-    AMOUNT_OVER_LIMIT = "amount_over_limit"
+    AMOUNT_TOO_LARGE = "amount_too_large"
     AMOUNT_PRECISION = "amount_precision"   # more decimals than Kingdee holds (cents); never rounded
     TOTAL_MISMATCH = "total_mismatch"
     UNMAPPED_EMPLOYEE = "unmapped_employee"

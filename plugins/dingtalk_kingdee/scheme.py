@@ -265,7 +265,7 @@ class RejectRules(_Strict):
     amount_positive: bool = True
     nested_total_check: bool = True             # sum of nested amounts must equal the row amount
     form_total: str | None = None               # label of a form MoneyField that must equal the sum
-    # A claim above it rejects amount_over_limit; null lifts the cap (sums are exact at any size).
+    # A claim above it rejects amount_too_large; null lifts the cap (sums are exact at any size).
     max_amount_per_claim: Decimal | None = Field(default=DEFAULT_MAX_AMOUNT_PER_CLAIM, gt=0, decimal_places=2)
 
 

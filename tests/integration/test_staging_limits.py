@@ -102,7 +102,7 @@ def test_amounts_beyond_the_integer_range_are_refused_per_claim_never_wrapped(st
     saved = staged.save_transform({"a": 1, "b": 1}, [bill("a", huge), bill("b")], [], [], "r1")
     assert saved.bills == 1
     rejected = staged.summary().rejected_claims
-    assert [(r.instance_id, r.reason_code) for r in rejected] == [("a", RejectReason.AMOUNT_OVER_LIMIT)]
+    assert [(r.instance_id, r.reason_code) for r in rejected] == [("a", RejectReason.AMOUNT_TOO_LARGE)]
     assert "a" in rejected[0].reason and huge in rejected[0].reason
 
 

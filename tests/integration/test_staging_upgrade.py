@@ -10,7 +10,8 @@ import pytest
 import sqlalchemy as sa
 
 from dingtalk_kingdee import staging
-from dingtalk_kingdee.staging import BillState, SchemeStaging
+from dingtalk_kingdee.reasons import RejectReason
+from dingtalk_kingdee.staging import BillState, SchemeStaging, tables
 from dingtalk_kingdee.staging.tables import SCHEMA_VERSION
 from dingtalk_kingdee.staging.upgrades import SchemaError
 from tests.fixtures import staging_v1 as v1
@@ -79,6 +80,21 @@ def test_the_upgrade_keys_stored_business_ids_as_the_duplicate_check_compares_th
     with v1_engine.connect() as conn:
         keys = dict(conn.execute(sa.text("SELECT instance_id, business_key FROM dk_instances")).all())
     assert keys == {"a": "BA", "b": "TSP1"}
+
+
+def test_the_upgrade_renames_stored_amount_over_limit_rejects_and_alerts_amount_too_large(v1_engine):
+    stamp = datetime.now(UTC)
+    with v1_engine.begin() as conn:
+        conn.execute(sa.text("UPDATE dk_rejects SET reason_code = 'amount_over_limit' WHERE instance_id = 'b'"))
+        tables.alerts.create(conn)   # the alert ledger, as a database of that time may hold it
+        conn.execute(tables.alerts.insert(), [
+            dict(scheme_id=SCHEME, instance_id="b", reason_code=code, fingerprint="f", alerted_at=stamp)
+            for code in ("amount_over_limit", "no_rows")])
+    staging.ensure_schema(v1_engine)
+    assert SchemeStaging(v1_engine, SCHEME).summary().rejected_by_reason == {RejectReason.AMOUNT_TOO_LARGE: 1}
+    with v1_engine.connect() as conn:
+        alerted = set(conn.execute(sa.text("SELECT reason_code, fingerprint FROM dk_alerts")).all())
+    assert alerted == {("amount_too_large", "f"), ("no_rows", "f")}
 
 
 def test_the_upgrade_lets_ids_longer_than_version_1_allowed_in(v1_engine):

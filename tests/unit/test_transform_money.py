@@ -59,7 +59,7 @@ def test_the_default_scheme_caps_a_claim_at_the_default(scheme: Scheme) -> None:
     over = claim("over", "OVER", rows=[expense_row("600000.00"), expense_row("400000.01", row_number="r2")])
     result = _run(scheme, at_cap, over)
     assert list(result.bills["instance_id"]) == ["cap"]
-    assert _only_reject(result, "over")["reason_code"] == "amount_over_limit"
+    assert _only_reject(result, "over")["reason_code"] == "amount_too_large"
 
 
 def test_a_scheme_without_a_cap_gets_the_default(tmp_path: Path) -> None:
@@ -78,7 +78,7 @@ def test_totals_beyond_64_bit_cents_are_exact_and_over_the_cap(tmp_path: Path) -
     assert result.bills["amount"].tolist() == [Decimal("99999999999999900.00")]
     capped = _run(load_scheme(SCHEME_FILE), claim("huge", "HUGE", rows=rows))
     reject = _only_reject(capped, "huge")
-    assert reject["reason_code"] == "amount_over_limit" and "99999999999999900.00" in reject["reason"]
+    assert reject["reason_code"] == "amount_too_large" and "99999999999999900.00" in reject["reason"]
 
 
 def test_a_float_amount_in_the_json_is_read_by_its_shortest_text(scheme: Scheme) -> None:

@@ -59,7 +59,7 @@ def test_claim_limit(tmp_path: Path) -> None:
     result = _run(scheme, claim("small", "S", rows=[expense_row("1000")]),
                   claim("big", "L", rows=[expense_row("600"), expense_row("400.01", row_number="r2")]))
     assert list(result.bills["instance_id"]) == ["small"]
-    assert list(result.rejects["reason_code"]) == ["amount_over_limit"]
+    assert list(result.rejects["reason_code"]) == ["amount_too_large"]
     assert "1000.01" in result.rejects["reason"].iloc[0]
 
 

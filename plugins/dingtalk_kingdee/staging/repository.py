@@ -214,7 +214,7 @@ def _within_range(new_bills: Sequence[BillRecord]) -> tuple[list[BillRecord], li
                                         f"claim {b.instance_id}: amount {b.amount} has more than two decimals"))
             continue
         if abs(cents) > MAX_CENTS:
-            refused.append(RejectRecord(b.instance_id, b.business_id, "amount", RejectReason.AMOUNT_OVER_LIMIT,
+            refused.append(RejectRecord(b.instance_id, b.business_id, "amount", RejectReason.AMOUNT_TOO_LARGE,
                                         f"claim {b.instance_id}: amount {b.amount} is more than staging holds "
                                         f"exactly ({from_cents(MAX_CENTS)})"))
             continue

@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from dingtalk_kingdee.staging.repository import business_key
-from dingtalk_kingdee.staging.tables import SCHEMA_VERSION, instances, metadata, schema_version
+from dingtalk_kingdee.staging.tables import SCHEMA_VERSION, alerts, instances, metadata, rejects, schema_version
 
 log = logging.getLogger(__name__)
 
@@ -74,10 +74,27 @@ def _key_business_ids(conn: Connection) -> None:
         conn.execute(update, keyed[start:start + 5000])
 
 
+# Reason codes renamed, old stored text → new (the tables that store a reason code).
+_RENAMED_REASONS = {"amount_over_limit": "amount_too_large"}
+
+
+def _rename_reason_codes(conn: Connection) -> None:
+    """Version 4: ``amount_over_limit`` is called ``amount_too_large``.
+
+    A reject stored under the old code would otherwise be counted, reported and alerted under a code
+    the code no longer knows; the alert ledger (``dk_alerts``, keyed by the code) keeps its
+    fingerprints, so a problem already alerted is not alerted again for the rename.
+    """
+    for old, new in _RENAMED_REASONS.items():
+        for table in (rejects, alerts):
+            conn.execute(table.update().where(table.c.reason_code == old).values(reason_code=new))
+
+
 # version → the function that brings a database from version - 1 to it.
 STEPS: dict[int, Callable[[Connection], None]] = {
     2: _widen_ids_to_text,
     3: _key_business_ids,
+    4: _rename_reason_codes,
 }
 
 

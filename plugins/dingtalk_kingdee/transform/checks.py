@@ -110,7 +110,7 @@ def claim_total_checks(scheme: Scheme, claims: pd.DataFrame, totals: pd.Series) 
             c = claims[over]
             out.append(reject_frame(
                 c["instance_id"], c["business_id"], f"{scheme.rows.table}.{scheme.rows.amount}",
-                RejectReason.AMOUNT_OVER_LIMIT,
+                RejectReason.AMOUNT_TOO_LARGE,
                 where[over] + ": total " + format_cents(total[over]).astype(str)
                 + f" is over the scheme limit of {rules.max_amount_per_claim} per claim"))
     return out
