@@ -106,11 +106,10 @@ def quota_back(engine: Engine, run: Run) -> None:
         ledger.clear_event(month, QUOTA_EXHAUSTED, ledger_time(run))
 
 
-def call_summary(engine: Engine, scheme: Scheme, run: Run) -> dict:
-    """This run's DingTalk calls and the month's total against the budget, for the report and XCom.
+def call_figures(engine: Engine, scheme: Scheme, run: Run) -> dict:
+    """This run's DingTalk calls and the month's total against the budget, read only (no event noted).
 
-    ``state``: ok / near / reached / quota_exhausted. ``alert``: the budget or quota event this run was
-    the first of the month to meet (the report alerts once on it), else None.
+    ``state``: ok / near / reached / quota_exhausted.
     """
     ledger = CallLedger(engine)
     month = month_of(ledger_time(run))
@@ -118,24 +117,36 @@ def call_summary(engine: Engine, scheme: Scheme, run: Run) -> dict:
     total = ledger.month_total(month)
     budget = scheme.source.monthly_call_budget
     state = CallBudget(month, budget, total).state()
-    exhausted = ledger.event(month, QUOTA_EXHAUSTED)
-    if exhausted is not None:
+    if ledger.event(month, QUOTA_EXHAUSTED) is not None:
         state = QUOTA_EXHAUSTED
+    return {"run": run_calls, "run_total": metered(run_calls), "month": month, "month_total": total,
+            "month_by_api": ledger.month_by_api(month), "budget": budget, "state": state}
+
+
+def call_summary(engine: Engine, scheme: Scheme, run: Run) -> dict:
+    """``call_figures`` for the report and XCom, with ``alert``: the budget or quota event this run was
+    the first of the month to meet (the report alerts once on it), else None.
+    """
+    figures = call_figures(engine, scheme, run)
+    ledger, month, state = CallLedger(engine), figures["month"], figures["state"]
     alert = None
-    if exhausted is not None and exhausted.run_id == run.run_id:
-        alert = QUOTA_EXHAUSTED
+    if state == QUOTA_EXHAUSTED:
+        exhausted = ledger.event(month, QUOTA_EXHAUSTED)
+        if exhausted is not None and exhausted.run_id == run.run_id:
+            alert = QUOTA_EXHAUSTED
     elif state in ("near", "reached"):
         kind = BUDGET_REACHED if state == "reached" else BUDGET_NEAR
-        if ledger.note_event(month, kind, scheme.id, run.run_id, f"{total} of {budget}", ledger_time(run)):
+        if ledger.note_event(month, kind, scheme.id, run.run_id, f"{figures['month_total']} of {figures['budget']}",
+                             ledger_time(run)):
             alert = kind
-    return {"run": run_calls, "run_total": metered(run_calls), "month": month, "month_total": total,
-            "month_by_api": ledger.month_by_api(month), "budget": budget, "state": state, "alert": alert}
+    return {**figures, "alert": alert}
 
 
-def call_line(calls: dict) -> str:
-    """The report's line on DingTalk calls."""
+def call_line(calls: dict, run_id: str | None = None) -> str:
+    """The report's line on DingTalk calls (naming the run when given)."""
     per_api = ", ".join(f"{api} {n}" for api, n in sorted(calls["run"].items())) or "none"
-    return (f"  DingTalk calls: this run {calls['run_total']} metered ({per_api}); month {calls['month']}: "
+    which = f" ({run_id})" if run_id else ""
+    return (f"  DingTalk calls{which}: this run {calls['run_total']} metered ({per_api}); month {calls['month']}: "
             f"{calls['month_total']} of the budget {calls['budget']} ({calls['state']})")
 
 

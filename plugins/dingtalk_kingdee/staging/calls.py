@@ -83,6 +83,16 @@ class CallLedger:
                 .where(call_ledger.c.scheme_id == scheme_id, call_ledger.c.run_id == run_id)
                 .group_by(call_ledger.c.api))}
 
+    def step_runs(self, scheme_id: str, step: str, month: str) -> dict[str, dict[str, int]]:
+        """Per run id, the calls per API one step of the scheme made in ``month`` (a value-map run's
+        ``valuemaps`` step, say)."""
+        runs: dict[str, dict[str, int]] = {}
+        with self.engine.connect() as conn:
+            for r in conn.execute(sa.select(call_ledger.c.run_id, call_ledger.c.api, call_ledger.c.calls).where(
+                    call_ledger.c.scheme_id == scheme_id, call_ledger.c.step == step, call_ledger.c.month == month)):
+                runs.setdefault(r.run_id, {})[r.api] = int(r.calls)
+        return runs
+
     # -- events ----------------------------------------------------------------------------------
 
     def note_event(self, month: str, kind: str, scheme_id: str, run_id: str | None, detail: str,
