@@ -25,6 +25,11 @@ class DingTalkQuotaExhausted(DingTalkError):
     next month. Never retried; no further DingTalk call is worth making in this run."""
 
 
+class DingTalkCallBudgetReached(IntegrationError):
+    """The month's metered DingTalk calls already reach the scheme's ``monthly_call_budget``: a run that
+    is not the sync (a value-map suggestion) makes no DingTalk call then."""
+
+
 class DingTalkUnavailable(IntegrationError):
     """DingTalk stayed throttled, busy or unreachable after every retry allowed."""
 

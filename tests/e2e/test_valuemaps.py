@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from dingtalk_kingdee import staging
 from dingtalk_kingdee.scheme import load_scheme
 from dingtalk_kingdee.valuemaps.proposal import read_proposal
 from dingtalk_kingdee.valuemaps.run import suggest_for_scheme
@@ -165,6 +166,10 @@ def test_the_value_map_dag_writes_the_proposal_and_applies_with_its_param(world_
     assert counts["maps"]["employees"]["proposed"] == 20 and counts["maps"]["employees"]["two_candidates"] == 1
     assert load_scheme(scheme_file).value_map("employees") == {}
     assert world.dingtalk.calls["user_list"] > calls  # the contacts were read from DingTalk
+    # ... and are in the call ledger under the DAG run, as the XCom says.
+    ledger_calls = staging.CallLedger(world.engine).run_calls("expense_to_paybill", f"valuemaps__{dag_run.run_id}")
+    assert ledger_calls["v2/user/list"] == world.dingtalk.calls["user_list"] - calls
+    assert counts["dingtalk_calls"]["run"] == ledger_calls and counts["dingtalk_calls"]["run_total"] == 14
     dag_run = dag.test(run_conf={"apply": True}, logical_date=world.now)
     assert str(dag_run.state) == "success"
     assert load_scheme(scheme_file).value_map("departments") == load_scheme(SCHEME_FILE).value_map("departments")

@@ -3,7 +3,8 @@
 Reads the DingTalk contacts and the Kingdee base data through the scheme's Airflow connections,
 writes ``<map>.proposal.csv`` beside every value map with ``suggest:``, prints what it found, and with
 ``--apply`` appends the unambiguous lines to the maps. Exit status 0 even with conflicts: they are
-for a person to decide, not errors.
+for a person to decide, not errors; 2 for an unknown scheme; 3 when DingTalk's calls are not to be
+spent (the month's call budget reached, or the quota exhausted: errcode 90020, not retried).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from dingtalk_kingdee.errors import SchemeError
+from dingtalk_kingdee.errors import DingTalkCallBudgetReached, DingTalkQuotaExhausted, SchemeError
 from dingtalk_kingdee.scheme import Scheme, load_scheme, load_schemes
 from dingtalk_kingdee.settings import get_settings
 
@@ -50,6 +51,15 @@ def main(argv: list[str] | None = None) -> int:
     except SchemeError as error:
         print(error, file=sys.stderr)
         return 2
-    result = suggest_for_scheme(scheme, apply=args.apply)
+    try:
+        result = suggest_for_scheme(scheme, apply=args.apply)
+    except DingTalkCallBudgetReached as error:
+        print(error, file=sys.stderr)
+        return 3
+    except DingTalkQuotaExhausted as error:
+        print(f"scheme {scheme.id}: DingTalk's monthly call quota is exhausted (errcode 90020), so the contacts "
+              f"cannot be read; not retried, no proposal written. It comes back on the 1st of next month (China "
+              f"time) or with a bought pack. {error}", file=sys.stderr)
+        return 3
     print(result.text())
     return 0

@@ -30,8 +30,10 @@ with their evidence, the conflicts (two candidates, none, a forbidden record) an
 
 **Trigger form** `apply`: also append the unambiguous proposed lines to the maps. Lines a person wrote
 are never changed. Afterwards, trigger the sync DAG with `replay_rejected` to pay the claims rejected
-for those keys. The counts are in the task's XCom and log. See docs/schemes.md, "Value maps from the
-two systems".
+for those keys. The counts are in the task's XCom and log, with the DingTalk calls spent: they are in
+the call ledger (run id `valuemaps__<DAG run id>`, step `valuemaps`) and count against the scheme's
+`monthly_call_budget`; a month whose budget is reached fails the task before any DingTalk call. See
+docs/schemes.md, "Value maps from the two systems".
 """
 
 
@@ -55,11 +57,12 @@ def build_valuemaps_dag(scheme: Scheme) -> DAG:
 
         @task(task_id="suggest")
         def suggest() -> dict:
-            from dingtalk_kingdee.valuemaps.run import suggest_for_scheme
+            from dingtalk_kingdee.valuemaps.run import run_id_for, suggest_for_scheme
 
-            params = get_current_context()["params"]
+            context = get_current_context()
             # Read the scheme again: its maps may have changed since the DAG file was parsed.
-            result = suggest_for_scheme(load_scheme(scheme_file), apply=bool(params.get("apply")))
+            result = suggest_for_scheme(load_scheme(scheme_file), apply=bool(context["params"].get("apply")),
+                                        run_id=run_id_for(context["run_id"]))
             log.info("%s", result.text())
             return result.counts()
 

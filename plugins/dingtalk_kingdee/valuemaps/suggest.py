@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dingtalk_kingdee.pipeline.call_budget import call_line
 from dingtalk_kingdee.scheme import Scheme
 from dingtalk_kingdee.valuemaps import matching, sources
 from dingtalk_kingdee.valuemaps.model import MapKind, MapSuggestion, Row, Status
@@ -31,11 +32,15 @@ class SuggestResult:
     scheme_id: str
     maps: list[MapOutcome] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # maps without ``suggest``
+    # The run's DingTalk calls and the month's total, as the ledger has them (``call_budget.call_figures``
+    # with the ``run_id``); None when nobody recorded them.
+    dingtalk_calls: dict[str, Any] | None = None
 
     def counts(self) -> dict[str, Any]:
-        """Per map: rows per status and the proposal file; small enough for XCom."""
+        """Per map: rows per status and the proposal file, and the DingTalk calls; small enough for XCom."""
         return {"scheme_id": self.scheme_id, "skipped": list(self.skipped), "maps": {
-            o.suggestion.map_name: {**o.suggestion.counts(), "proposal": str(o.proposal_file)} for o in self.maps}}
+            o.suggestion.map_name: {**o.suggestion.counts(), "proposal": str(o.proposal_file)} for o in self.maps},
+            "dingtalk_calls": self.dingtalk_calls}
 
     def text(self) -> str:
         """A short report: one line per map, then every conflict and stale line with its evidence."""
@@ -52,12 +57,19 @@ class SuggestResult:
                              + (f" (candidates: {' | '.join(row.candidates)})" if row.candidates else ""))
         if self.skipped:
             lines.append(f"  not suggested (no `suggest:` in the scheme): {', '.join(self.skipped)}")
+        if self.dingtalk_calls is not None:
+            lines.append(call_line(self.dingtalk_calls, self.dingtalk_calls.get("run_id")))
         return "\n".join(lines)
 
 
 def map_file_of(scheme: Scheme, name: str) -> Path | None:
     spec = scheme.value_maps[name]
     return Path(scheme.path).parent / scheme.id / spec.file if spec.file else None
+
+
+def needs_contacts(scheme: Scheme) -> bool:
+    """Whether a suggestion for ``scheme`` reads the DingTalk contacts (metered calls)."""
+    return any(spec.suggest and MapKind(spec.suggest) in _CONTACT_KINDS for spec in scheme.value_maps.values())
 
 
 def suggest(scheme: Scheme, contacts: sources.ContactsReader | None, kingdee: sources.BaseDataReader,
