@@ -7,6 +7,7 @@ import itertools
 import re
 import sqlite3
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -18,7 +19,17 @@ CONNECTION_FIELDS = {
                 "Language (LCID)", "Organisation number", "Auth mode"],
 }
 HOOK_NAMES = {"dingtalk": "DingTalk Approval (OA)", "kingdee": "Kingdee K/3Cloud WebAPI"}
-PARAMS = ["Dry run", "Window start", "Window end", "Instance ids", "Replay rejected"]
+PARAMS = ["Dry run", "Window start (China time)", "Window end (China time)", "Instance ids", "Replay rejected"]
+CHINA = ZoneInfo("Asia/Shanghai")
+
+
+def typed_window() -> tuple[str, str]:
+    """A window as an operator types it, China time: from midnight six days ago (the claims are
+    started over the last five) to the next full hour."""
+    now = datetime.now(CHINA)
+    start = (now - timedelta(days=6)).replace(hour=0, minute=0, second=0, microsecond=0)
+    end = now.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+    return start.strftime("%Y-%m-%d %H:%M"), end.strftime("%Y-%m-%d %H:%M")
 
 
 def open_trigger_dialog(page, base_url: str):
@@ -33,16 +44,23 @@ def dag_runs(airflow_ui) -> list[dict]:
     return airflow_ui.api(f"/dags/{DAG_ID}/dagRuns?limit=100&order_by=logical_date")["dag_runs"]
 
 
-def test_the_dag_page_and_a_run_triggered_from_the_form_with_its_params(airflow_ui, browser_page):
+def test_the_dag_page_and_a_run_triggered_from_the_form_with_a_window_in_china_time(airflow_ui, browser_page):
     page = browser_page
     page.goto(f"{airflow_ui.base_url}/dags/{DAG_ID}")
-    for task in ("extract", "transform", "load", "write_back", "report"):
+    for task in ("plan", "extract", "transform", "load", "write_back", "report"):
         page.get_by_text(task, exact=True).first.wait_for()
     screenshot(page, "01-dag-page")
 
     dialog = open_trigger_dialog(page, airflow_ui.base_url)
     for label in PARAMS:
-        dialog.get_by_text(re.compile(rf"^{label}\b")).first.wait_for()
+        dialog.get_by_text(re.compile(rf"^{re.escape(label)}")).first.wait_for()
+    # The window fields are plain text fields taking China time, not the date-time picker (which sends UTC).
+    start, end = typed_window()
+    for name, value in (("window_start", start), ("window_end", end)):
+        field = dialog.locator(f"#element_{name}")
+        assert field.evaluate("e => e.tagName + ' ' + e.type") == "INPUT text"
+        assert field.evaluate("e => e.closest('[data-testid=datetime-input]')") is None
+        field.fill(value)
     screenshot(page, "02-trigger-form")
     dialog.get_by_role("button", name="Trigger").last.click()
 
@@ -50,18 +68,37 @@ def test_the_dag_page_and_a_run_triggered_from_the_form_with_its_params(airflow_
         (r for r in dag_runs(airflow_ui) if r["run_type"] == "manual" and r["state"] in ("success", "failed")), None),
         timeout=900)
     assert run["state"] == "success"
+    assert (run["conf"]["window_start"], run["conf"]["window_end"]) == (start, end)  # sent as typed
     page.goto(f"{airflow_ui.base_url}/dags/{DAG_ID}/runs/{run['dag_run_id']}")
     page.get_by_text("success").first.wait_for()
     screenshot(page, "03-run")
+
+    # The plan log states the effective window in China time, exactly as typed (not 8 hours off).
+    page.goto(f"{airflow_ui.base_url}/dags/{DAG_ID}/runs/{run['dag_run_id']}/tasks/plan")
+    page.get_by_text(f"plan: claims started from {start}:00 to {end}:00 China time (Asia/Shanghai)").first.wait_for(
+        timeout=120_000)
+    screenshot(page, "04-plan-log")
 
 
 def test_a_runs_report_log(airflow_ui, browser_page):
     page = browser_page
     run = next(r for r in dag_runs(airflow_ui) if r["run_type"] == "manual")
+    start, end = run["conf"]["window_start"], run["conf"]["window_end"]
     page.goto(f"{airflow_ui.base_url}/dags/{DAG_ID}/runs/{run['dag_run_id']}/tasks/report")
-    # The log view renders only the lines in sight (the end): the reject lines, each with its reason.
+    # The log view renders only the lines in sight (the end): the reject lines, each with its reason,
+    # then where the full list is and the command that prints it again.
     page.get_by_text(re.compile(r"rejected \d+: \[\w+\]")).first.wait_for(timeout=120_000)
-    screenshot(page, "04-report-log")
+    command = rf"python -m dingtalk_kingdee\.reports --scheme \S+ --run '{re.escape(run['dag_run_id'])}'"
+    page.get_by_text(re.compile(rf"full list: \S+\.txt or, .* {command}")).first.wait_for()
+    screenshot(page, "05-report-log-end")
+    # Its head: the window as typed and the money with its currency (a log longer than the view has
+    # a button back to its top).
+    to_top = page.get_by_role("button", name="Scroll to top")
+    if to_top.count():
+        to_top.first.click()
+    page.get_by_text(f"window: claims started from {start}:00 to {end}:00 China time").first.wait_for()
+    page.get_by_text(re.compile(r"bills by state: .*\(\d[\d,.]* CNY\)")).first.wait_for()
+    screenshot(page, "06-report-log-head")
 
 
 def test_a_backfill_started_from_the_dialog_runs_one_at_a_time_by_default(airflow_ui, browser_page):
@@ -80,7 +117,7 @@ def test_a_backfill_started_from_the_dialog_runs_one_at_a_time_by_default(airflo
     max_active = dialog.locator("input[name=max_active_runs]")
     assert max_active.input_value() == "1"  # what the dialog offers
     dialog.get_by_text(re.compile(r"\b3 runs\b")).first.wait_for()
-    screenshot(page, "05-backfill-dialog")
+    screenshot(page, "07-backfill-dialog")
     dialog.get_by_role("button", name="Run Backfill").click()
 
     backfills = airflow_ui.wait_for("the backfill", lambda: airflow_ui.api(f"/backfills?dag_id={DAG_ID}")["backfills"])
@@ -95,7 +132,7 @@ def test_a_backfill_started_from_the_dialog_runs_one_at_a_time_by_default(airflo
     assert not overlapping, f"backfill runs overlapped with max_active_runs 1: {spans}"
     page.goto(f"{airflow_ui.base_url}/dags/{DAG_ID}/runs")
     page.get_by_text("backfill", exact=False).first.wait_for()
-    screenshot(page, "06-backfill-runs")
+    screenshot(page, "08-backfill-runs")
 
 
 @pytest.mark.parametrize("conn_type", ["dingtalk", "kingdee"])
@@ -107,7 +144,7 @@ def test_the_add_form_of_each_connection_type_has_every_field(airflow_ui, browse
     dialog.get_by_role("combobox").first.click()
     page.get_by_role("option", name=HOOK_NAMES[conn_type]).click()
     assert_fields(dialog, conn_type)
-    screenshot(page, f"07-add-{conn_type}")
+    screenshot(page, f"09-add-{conn_type}")
     dialog.get_by_role("button", name="Close").click()
 
 
@@ -118,7 +155,7 @@ def test_the_edit_form_of_each_connection_type_has_every_field(airflow_ui, brows
     row_button(page, conn_type, "Edit Connection").click()
     dialog = page.get_by_role("dialog")
     assert_fields(dialog, conn_type)
-    screenshot(page, f"08-edit-{conn_type}")
+    screenshot(page, f"10-edit-{conn_type}")
     dialog.get_by_role("button", name="Close").click()
 
 
@@ -130,7 +167,7 @@ def test_the_connection_test_button(airflow_ui, browser_page, conn_type):
     toast = page.get_by_role("status").filter(has_text="Test Connection")
     toast.first.wait_for()
     page.wait_for_timeout(500)
-    screenshot(page, f"09-test-button-{conn_type}")
+    screenshot(page, f"11-test-button-{conn_type}")
     assert "Failed" not in toast.first.inner_text(), toast.first.inner_text()
 
 
