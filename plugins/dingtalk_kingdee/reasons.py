@@ -42,6 +42,13 @@ class BillProblem(StrEnum):
     OUTCOME_UNKNOWN = "outcome_unknown"   # a save got no answer: the bill is ``unknown`` until looked up
 
 
+class AnswerProblem(StrEnum):
+    """A DingTalk answer staging cannot hold at all (so no reject can be stored for it): reported from
+    extract's counts."""
+
+    UNSTORABLE_INSTANCE_ID = "unstorable_instance_id"   # the instance id holds a NUL: never stored, never paid
+
+
 class RunProblem(StrEnum):
     """What can stop a run (not one claim), named the same way."""
 
@@ -56,6 +63,7 @@ ROUTINE_REASONS = frozenset({RejectReason.NOT_APPROVED})
 # Other rejects (a bad amount, a duplicate) are reported, not alerted: the claim itself must change.
 ACTIONABLE_REASONS = frozenset({
     *MAPPING_REASONS, BillProblem.KINGDEE_REFUSED, BillProblem.OUTCOME_UNKNOWN, RunProblem.TASK_FAILED,
+    AnswerProblem.UNSTORABLE_INSTANCE_ID,
 })
 
 

@@ -87,6 +87,24 @@ def test_an_undocumented_status_is_read_three_times_then_rejected_and_reported(w
     assert set(world.bills_by_business_id()) == {"OK1"}
 
 
+def test_an_instance_id_holding_a_nul_is_counted_and_reported_as_needing_a_person(world_factory, caplog):
+    """Staging cannot key such a claim, so it is never paid: that must show, not only in a warning."""
+    world = world_factory(count=0)
+    long_tail = "x" * 100
+    world.dingtalk.add_instances([_claim(world, f"PROC-NUL\x00{long_tail}", "NUL1"),
+                                  _claim(world, "PROC-FINE", "FINE1")])
+    escaped = f"PROC-NUL\\x00{long_tail}"[:60] + "…"
+
+    for _ in range(2):   # read again next run (never stored, never final), reported again
+        summary = world.run()
+        assert summary["steps"]["extract"]["unstorable"] == [escaped]
+        assert summary["needs_a_person"] == {"unstorable_instance_id": 1}
+        assert "unstorable_instance_id" in summary["text"] and escaped in summary["text"]
+        assert set(world.bills_by_business_id()) == {"FINE1"}
+    assert any(escaped in r.getMessage() and "NUL1" in r.getMessage() for r in caplog.records)
+    assert "\x00" not in caplog.text
+
+
 def test_the_hostile_corpus_rejects_each_hostile_claim_alone_and_pays_every_good_one_once(world_factory):
     """The corpus (tests/fixtures/claims/hostile_claims.json) beside 60 generated claims, three runs
     (an undocumented status is read three times before it is rejected)."""

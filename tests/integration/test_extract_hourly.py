@@ -198,3 +198,13 @@ def test_quota_exhausted_keeps_what_was_read_and_later_runs_probe_with_one_call(
     counts = hours.run(T0 + timedelta(hours=2))
     assert counts.get("quota_exhausted") is None and counts["fetched"] == 5  # the five still due
     assert staging.CallLedger(hours.engine).event(month, "quota_exhausted") is None
+
+
+def test_a_listed_instance_id_holding_a_nul_is_counted_unstorable_and_the_others_are_read(emulator, hours):
+    """The read schedule cannot hold it (PostgreSQL text refuses NUL): reported, never silently dropped."""
+    emulator.add_instances([claim("ok1", T0 - timedelta(minutes=30), "COMPLETED"),
+                            claim("bad\x00id", T0 - timedelta(minutes=20), "COMPLETED")])
+    counts = hours.run(T0)
+    assert counts["unstorable"] == ["bad\\x00id"]
+    assert counts["fetched"] == 1 and counts["listed"] == 1
+    assert staging.SchemeStaging(hours.engine, SCHEME.id).final_among(["ok1"]) == {"ok1"}

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dingtalk_kingdee.errors import DingTalkError, DingTalkQuotaExhausted
 from dingtalk_kingdee.pipeline.protocols import DingTalkClient
 from dingtalk_kingdee.staging import SchemeStaging
+from dingtalk_kingdee.transform.limits import shorten
 
 log = logging.getLogger(__name__)
 
@@ -25,9 +26,13 @@ class Answers:
         self.fetched = 0
         self.changed = 0
         self.unreadable: dict[str, str] = {}
+        self.unstorable: list[str] = []   # escaped, shortened instance ids holding a NUL
         self.stored_ids: list[str] = []
 
     def add(self, instance_id: str, answer: dict) -> None:
+        if "\x00" in instance_id:
+            self._unstorable(instance_id, answer)
+            return
         self.buffer[instance_id] = answer
         if len(self.buffer) >= FETCH_CHUNK:
             self.flush()
@@ -41,6 +46,20 @@ class Answers:
         self.buffer.clear()
         log.info("extract: %d details fetched (%d new or changed)", self.fetched, self.changed)
 
+    def _unstorable(self, instance_id: str, answer: dict) -> None:
+        self.fetched += 1
+        self.unstorable_id(instance_id, answer.get("business_id") if isinstance(answer, dict) else None)
+
+    def unstorable_id(self, instance_id: str, business_id: object = None) -> None:
+        """An instance id holding a NUL: staging cannot key it (PostgreSQL text refuses NUL, and escaped
+        it would be another id), so the claim is never paid. Counted and reported as needing a person,
+        never dropped silently; named escaped and shortened."""
+        escaped = shorten(_escaped(instance_id))
+        self.unstorable.append(escaped)
+        log.warning("extract: claim %s (business id %s) has a NUL in its instance id: staging cannot hold it, "
+                    "it is not paid and is reported for a person", escaped,
+                    "not read" if business_id is None else shorten(_escaped(str(business_id))))
+
     def refused(self, instance_id: str, error: Exception) -> None:
         self.unreadable[instance_id] = str(error)
         log.warning("extract: claim %s cannot be read: %s", instance_id, error)
@@ -49,10 +68,18 @@ class Answers:
         text = f"{self.fetched} details fetched ({self.changed} new or changed)"
         if self.unreadable:
             text += f", {len(self.unreadable)} unreadable: {sorted(self.unreadable)[:10]}"
+        if self.unstorable:
+            text += f", {len(self.unstorable)} unstorable (NUL in the instance id): {sorted(self.unstorable)[:10]}"
         return text
 
     def counts(self) -> dict:
-        return {"fetched": self.fetched, "changed": self.changed, "unreadable": sorted(self.unreadable)[:50]}
+        return {"fetched": self.fetched, "changed": self.changed, "unreadable": sorted(self.unreadable)[:50],
+                "unstorable": sorted(set(self.unstorable))[:50]}
+
+
+def _escaped(text: str) -> str:
+    """Control characters (NUL first) as Python escapes, readable in a log line or a report."""
+    return text.encode("unicode_escape").decode("ascii")
 
 
 def read_claims(dingtalk: DingTalkClient, ids: Sequence[str], answers: Answers) -> None:

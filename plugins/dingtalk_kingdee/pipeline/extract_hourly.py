@@ -73,6 +73,9 @@ def extract_hourly(scheme: Scheme, dingtalk: DingTalkClient, engine: Engine, run
         log.info("extract: listing %s claims started in [%s, %s)%s", source.process_code, start.isoformat(),
                  now.isoformat(), " (daily sweep of the look-back window)" if sweep or mark is None else "")
         for instance_id in dingtalk.list_instance_ids(source.process_code, start, now):
+            if "\x00" in instance_id:   # the read schedule cannot hold it: reported, not read
+                answers.unstorable_id(instance_id)
+                continue
             listed.append(instance_id)
             if budget.remaining(calls.metered()) <= 0:
                 log.warning("extract: listing stopped at the month's DingTalk call budget (%d)", budget.budget)

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from dingtalk_kingdee.reasons import BillProblem, is_actionable, is_routine
+from dingtalk_kingdee.reasons import AnswerProblem, BillProblem, is_actionable, is_routine
 from dingtalk_kingdee.scheme import Scheme
 from dingtalk_kingdee.staging import AlertRecord, BillState, Summary
 
@@ -45,6 +45,8 @@ class Problem:
     @property
     def kind(self) -> str:
         """``rejected`` (no bill) or ``bill`` (a bill Kingdee refused or did not answer for)."""
+        if self.code in set(AnswerProblem):
+            return "unstored"
         return "bill" if self.code in set(BillProblem) else "rejected"
 
     def line(self) -> str:
@@ -99,6 +101,23 @@ def claim_problems(scheme: Scheme, found: Summary) -> list[Problem]:
             fix = (f"none usually: the next load looks it up in Kingdee by {scheme.target.match_field}; "
                    "if it stays unknown, check Kingdee")
         problems.append(Problem(b.instance_id, b.business_id, code, detail, fix))
+    return ordered(problems)
+
+
+def answer_problems(step_counts: dict | None) -> list[Problem]:
+    """The answers extract could not store (``unstorable``: an instance id holding a NUL), from the
+    run's step counts: staging has no row for them, so only the run that read them can report them."""
+    extract = (step_counts or {}).get("extract") or {}
+    return [Problem(instance_id, "", AnswerProblem.UNSTORABLE_INSTANCE_ID,
+                    "DingTalk answered an instance id holding a NUL character (shown escaped): staging cannot "
+                    "store the claim, so it is not paid",
+                    "find the claim in DingTalk (the extract log names its business id) and pay it by hand; "
+                    "ask DingTalk why its id holds a NUL")
+            for instance_id in extract.get("unstorable") or ()]
+
+
+def ordered(problems: Sequence[Problem]) -> list[Problem]:
+    """Actionable first, routine (not approved) last."""
     return sorted(problems, key=lambda p: (not p.actionable, is_routine(p.code), p.code, p.business_id,
                                            p.instance_id))
 

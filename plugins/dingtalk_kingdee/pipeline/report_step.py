@@ -12,7 +12,15 @@ from pathlib import Path
 from sqlalchemy.engine import Engine
 
 from dingtalk_kingdee.pipeline.call_budget import call_alert_message, call_line, call_summary
-from dingtalk_kingdee.pipeline.problems import Problem, alert_message, alert_records, bill_currency, claim_problems
+from dingtalk_kingdee.pipeline.problems import (
+    Problem,
+    alert_message,
+    alert_records,
+    answer_problems,
+    bill_currency,
+    claim_problems,
+    ordered,
+)
 from dingtalk_kingdee.pipeline.run import Run
 from dingtalk_kingdee.scheme import Scheme
 from dingtalk_kingdee.settings import get_settings
@@ -85,7 +93,7 @@ def summary_lines(scheme: Scheme, found: Summary, title: str, window: str | None
                   step_counts: dict | None = None) -> tuple[list[str], list[str], list[Problem]]:
     """(head lines, one line per problem, the problems) of a staging summary, as the report and the
     ``dingtalk_kingdee.reports`` command print them."""
-    problems = claim_problems(scheme, found)
+    problems = ordered([*claim_problems(scheme, found), *answer_problems(step_counts)])
     currency = bill_currency(scheme)
     needs = _claims_per_code(problems)
     lines = [title]

@@ -262,10 +262,11 @@ class SchemeStaging:
     # -- claims (approval instances) -------------------------------------------------------------
 
     def final_among(self, instance_ids: Iterable[str]) -> set[str]:
-        """Those of ``instance_ids`` already stored in a final state (never fetched again)."""
+        """Those of ``instance_ids`` already stored in a final state (never fetched again). An id holding
+        a NUL is never stored (``store_answers``), so never final; PostgreSQL refuses it as a value."""
         found: set[str] = set()
         with self.engine.connect() as conn:
-            for part in chunked(list(instance_ids), IN_CHUNK):
+            for part in chunked([i for i in instance_ids if "\x00" not in i], IN_CHUNK):
                 found.update(conn.execute(sa.select(instances.c.instance_id).where(
                     instances.c.scheme_id == self.scheme_id, instances.c.instance_id.in_(part),
                     instances.c.is_final.is_(True),
