@@ -49,6 +49,7 @@ class Settings:
     task_retries: int
     retry_delay_seconds: int
     sending_lease_seconds: float
+    rate_limit_redis_url: str
 
 
 def get_settings() -> Settings:
@@ -70,4 +71,7 @@ def get_settings() -> Settings:
         # sent this long ago (on the staging database's clock) and not found in Kingdee is sent again.
         # Keep it far above the Kingdee read timeout and the longest commit the server may take.
         sending_lease_seconds=float(_env("DK_SENDING_LEASE_SECONDS", "900")),
+        # Redis shared by every worker for the DingTalk rate limiter (one 20 calls/s budget per app and
+        # API across processes); empty = each process paces alone. Not the Celery broker by default.
+        rate_limit_redis_url=_env("DK_RATE_LIMIT_REDIS_URL", ""),
     )

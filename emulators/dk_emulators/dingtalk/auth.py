@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass
 
 from dk_emulators.dingtalk.wire import (
@@ -83,6 +83,8 @@ class QpsLimiter:
         self._windows: dict[tuple[str, str], deque[float]] = {}
         self._penalty_until: dict[tuple[str, str], float] = {}
         self._lock = threading.Lock()
+        # Calls answered with the QPS error, per API: what a client pacing right never sees.
+        self.throttled: Counter[str] = Counter()
 
     def admit(self, app_key: str, api: str, qps: int | None, penalty_s: float) -> float | None:
         """None when the call may go on; else how many seconds the app stays throttled."""
@@ -93,11 +95,13 @@ class QpsLimiter:
         with self._lock:
             penalty_until = self._penalty_until.get(key, 0.0)
             if now < penalty_until:
+                self.throttled[api] += 1
                 return penalty_until - now
             window = self._windows.setdefault(key, deque())
             while window and now - window[0] >= 1.0:
                 window.popleft()
             if len(window) >= qps:
+                self.throttled[api] += 1
                 self._penalty_until[key] = now + penalty_s
                 return penalty_s
             window.append(now)

@@ -274,6 +274,7 @@ class DingTalkEmulator:
                 "comments": len(self.comments),
                 "robot_messages": len(self.robot_messages),
                 "calls": dict(self.calls),
+                "throttled": dict(self.qps_limiter.throttled),
                 "faults": self.faults,
                 "tokens_issued": len(self.tokens),
                 "peak_in_flight": self.peak_in_flight,

@@ -37,7 +37,7 @@ from dingtalk_kingdee.hooks.dingtalk_listing import (
 )
 from dingtalk_kingdee.hooks.dingtalk_meter import CallMeter
 from dingtalk_kingdee.hooks.dingtalk_pacing import (
-    RateLimiter,
+    Pacer,
     reset_shared_state,
     shared_limiter,
     shared_tokens,
@@ -185,9 +185,9 @@ class DingTalkHook(BaseHook):
             session.close()
         self._local = threading.local()
 
-    def _limiter(self, api: str) -> RateLimiter:
+    def _limiter(self, api: str) -> Pacer:
         config = self.config
-        return shared_limiter(config.base_url, config.app_key, api, config.qps)
+        return shared_limiter(config.base_url, config.app_key, api, config.qps, config.rate_limit_redis_url)
 
     # ---- transport --------------------------------------------------------------------------
 

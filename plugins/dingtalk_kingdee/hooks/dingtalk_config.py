@@ -7,6 +7,7 @@ from typing import Any
 
 from dingtalk_kingdee.hooks.dingtalk_pacing import default_workers
 from dingtalk_kingdee.hooks.transport import ConnectionExtras, ExponentialBackoff, RetryBudget
+from dingtalk_kingdee.settings import get_settings
 
 CONN_TYPE = "dingtalk"
 DEFAULT_BASE_URL = "https://oapi.dingtalk.com"
@@ -29,7 +30,9 @@ def base_url_of(host: str | None, schema: str | None = None, port: int | None = 
 @dataclass(frozen=True)
 class DingTalkConnectionConfig:
     """Everything the hook reads from its Airflow connection (``login`` = app key, ``password`` =
-    app secret, extra ``agent_id``, ``qps``, ``connect_timeout``, ``read_timeout``, ``max_workers``)."""
+    app secret, extra ``agent_id``, ``qps``, ``connect_timeout``, ``read_timeout``, ``max_workers``,
+    ``rate_limit_redis_url``: the Redis pacing this app in every process, default the setting
+    ``DK_RATE_LIMIT_REDIS_URL``; ``"local"`` = this process alone)."""
 
     base_url: str
     app_key: str
@@ -39,6 +42,7 @@ class DingTalkConnectionConfig:
     connect_timeout: float
     read_timeout: float
     max_workers: int
+    rate_limit_redis_url: str = ""
 
     @classmethod
     def from_connection(cls, conn: Any, *, connect_timeout: float | None = None,
@@ -52,6 +56,7 @@ class DingTalkConnectionConfig:
         if qps <= 0:
             raise ValueError(f"connection {conn_id!r}: qps must be positive, got {qps}")
         workers = max_workers or extras.integer("max_workers", 0)
+        redis_url = extras.text("rate_limit_redis_url") or get_settings().rate_limit_redis_url
         return cls(
             base_url=base_url_of(conn.host, getattr(conn, "schema", None), getattr(conn, "port", None)),
             app_key=conn.login,
@@ -61,6 +66,7 @@ class DingTalkConnectionConfig:
             connect_timeout=float(connect_timeout or extras.number("connect_timeout", DEFAULT_CONNECT_TIMEOUT)),
             read_timeout=float(read_timeout or extras.number("read_timeout", DEFAULT_READ_TIMEOUT)),
             max_workers=workers or default_workers(qps),
+            rate_limit_redis_url="" if redis_url == "local" else redis_url,
         )
 
 

@@ -1,20 +1,30 @@
 """Process-wide shared state of the DingTalk hook: rate limiters per app and API, tokens per app.
 
 DingTalk's budget is per app per API (standard edition: 20 calls/s), and a token serves every
-caller of the app: both must be shared by every hook instance and thread of the process.
+caller of the app: both must be shared by every hook instance and thread of the process. With a
+Redis URL (setting ``DK_RATE_LIMIT_REDIS_URL`` or the connection's ``rate_limit_redis_url``) the
+limiter is shared by every process too (``dingtalk_pacing_redis``).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from dingtalk_kingdee.hooks.dingtalk_pacing_redis import Pacer, RedisRateLimiter, connect, key_prefix
+
+log = logging.getLogger(__name__)
+
 # Pace a little under the budget: arrivals jitter on the wire, and one 90018 costs a whole
 # penalty window (~1 s = a full second of budget), far more than the headroom.
 PACING_HEADROOM = 0.95
+# Across processes (and hosts) a slot is taken further from the request it paces (Redis round trip,
+# processes competing for the CPU), so the arrivals jitter more: keep more headroom.
+SHARED_PACING_HEADROOM = 0.9
 
 
 def default_workers(qps: float) -> int:
@@ -74,18 +84,32 @@ class RateLimiter:
                     return
 
 
-_limiters: dict[tuple[str, str, str], RateLimiter] = {}
+_limiters: dict[tuple[str, str, str, str], Pacer] = {}
 _limiters_lock = threading.Lock()
 
 
-def shared_limiter(base_url: str, app_key: str, api: str, qps: float) -> RateLimiter:
-    """The one limiter of this app on this API in this process (the budget is per app per API)."""
-    key = (base_url, app_key, api)
-    rate = qps * PACING_HEADROOM
+def _new_limiter(base_url: str, app_key: str, api: str, rate: float, redis_url: str) -> Pacer:
+    local = RateLimiter(rate)
+    if not redis_url:
+        return local
+    try:
+        client = connect(redis_url)
+    except ImportError:
+        log.warning("DingTalk rate limiter: a Redis URL is set but the redis package is not installed; "
+                    "pacing within this process only")
+        return local
+    return RedisRateLimiter(client, key_prefix(base_url, app_key, api), rate, fallback=local)
+
+
+def shared_limiter(base_url: str, app_key: str, api: str, qps: float, redis_url: str = "") -> Pacer:
+    """The one limiter of this app on this API (the budget is per app per API): in this process, or,
+    with ``redis_url``, in every process pacing through that Redis (in-process when it fails)."""
+    key = (base_url, app_key, api, redis_url)
+    rate = qps * (SHARED_PACING_HEADROOM if redis_url else PACING_HEADROOM)
     with _limiters_lock:
         limiter = _limiters.get(key)
         if limiter is None:
-            limiter = _limiters[key] = RateLimiter(rate)
+            limiter = _limiters[key] = _new_limiter(base_url, app_key, api, rate, redis_url)
     if abs(limiter.rate - rate) > 1e-9:
         limiter.set_rate(rate)
     return limiter
