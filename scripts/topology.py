@@ -62,6 +62,7 @@ PLACEMENT_KEYS = (
     "STAGING_DATABASE_URL",
     "DK_TASK_RETRIES",
     "DK_RETRY_DELAY_SECONDS",
+    "DK_RATE_LIMIT_REDIS_URL",
     "AIRFLOW_CONN_DINGTALK_DEFAULT",
     "AIRFLOW_CONN_KINGDEE_DEFAULT",
 )
@@ -195,6 +196,8 @@ class Topology:
             "STAGING_DATABASE_URL": self.database_url("staging", "postgresql+psycopg"),
             "DK_TASK_RETRIES": str(config.task_retries),
             "DK_RETRY_DELAY_SECONDS": "10",
+            # The broker's database: its keys are apart (dk:dingtalk:pace:...) and it is flushed at start.
+            "DK_RATE_LIMIT_REDIS_URL": f"{config.redis_url.rstrip('/')}/{config.redis_db}",
             "AIRFLOW_CONN_DINGTALK_DEFAULT": json.dumps(self.dingtalk.connection(qps=DINGTALK_QPS)),
             "AIRFLOW_CONN_KINGDEE_DEFAULT": json.dumps(self.kingdee.connection()),
         }
