@@ -50,6 +50,7 @@ class Settings:
     retry_delay_seconds: int
     sending_lease_seconds: float
     rate_limit_redis_url: str
+    staging_retention_days: int
 
 
 def get_settings() -> Settings:
@@ -74,4 +75,7 @@ def get_settings() -> Settings:
         # Redis shared by every worker for the DingTalk rate limiter (one 20 calls/s budget per app and
         # API across processes); empty = each process paces alone. Not the Celery broker by default.
         rate_limit_redis_url=_env("DK_RATE_LIMIT_REDIS_URL", ""),
+        # The report step drops detail rows and raw answers of claims whose bill was loaded (and comment
+        # settled) more than this many days ago; 0 = keep everything.
+        staging_retention_days=int(_env("DK_STAGING_RETENTION_DAYS", "0")),
     )

@@ -7,6 +7,7 @@ import logging
 import re
 from collections import Counter
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy.engine import Engine
@@ -80,6 +81,8 @@ def report(scheme: Scheme, engine: Engine, run: Run, step_counts: dict | None = 
     if alert is not None and not run.dry_run:
         summary.update(_alert(staged, scheme, run, problems, alert, str(path)))
     summary["dingtalk_calls"] = calls
+    if not run.dry_run:
+        summary["retention"] = _apply_retention(staged, get_settings().staging_retention_days)
     if alert is not None and calls["alert"]:  # the month's first budget or quota event, once
         try:
             alert(*call_alert_message(scheme.id, calls))
@@ -121,6 +124,18 @@ def _command(scheme: Scheme, run: Run) -> str:
     scope = (" --instance-ids " + " ".join(run.instance_ids) if run.instance_ids
              else f" --run '{run.run_id}'")
     return f"python -m dingtalk_kingdee.reports --scheme {scheme.id}{scope}"
+
+
+def _apply_retention(staged: SchemeStaging, days: int) -> dict | None:
+    """``DK_STAGING_RETENTION_DAYS``: prune what claims settled that long ago no longer need."""
+    if days <= 0:
+        return None
+    cutoff = datetime.now(UTC) - timedelta(days=days)
+    pruned = staged.prune_settled(cutoff)
+    log.info("Retention (%d days): %d claims settled before %s pruned: %d detail rows deleted, %d raw answers "
+             "dropped (bills and the write-back ledger kept)", days, pruned.claims, cutoff.date(), pruned.rows,
+             pruned.payloads)
+    return {"days": days, "claims": pruned.claims, "rows": pruned.rows, "payloads": pruned.payloads}
 
 
 def _claims_per_code(problems: list[Problem]) -> dict[str, int]:

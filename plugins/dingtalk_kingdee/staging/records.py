@@ -58,6 +58,15 @@ class SavedTransform:
     kept_sent: int
 
 
+@dataclass(frozen=True)
+class Pruned:
+    """What retention removed: claims touched, detail-table rows deleted, raw answers dropped."""
+
+    claims: int
+    rows: int
+    payloads: int
+
+
 # -- what the steps read back ----------------------------------------------------------------
 
 

@@ -34,6 +34,7 @@ from dingtalk_kingdee.staging.records import (
     CommentToPost,
     LoadedBill,
     ProblemBill,
+    Pruned,
     RejectedClaim,
     RejectRecord,
     RowRecord,
@@ -398,7 +399,9 @@ class SchemeStaging:
             refused = sa.exists().where(bills.c.scheme_id == sid, bills.c.state == BillState.FAILED,
                                         bills.c.instance_id == instances.c.instance_id)
             due = sa.or_(due, rejected, refused)
-        cond = [instances.c.scheme_id == sid, instances.c.is_final.is_(True), instances.c.instance_id > after, due]
+        # A claim whose answer retention dropped (``prune_settled``) has nothing to transform until read again.
+        cond = [instances.c.scheme_id == sid, instances.c.is_final.is_(True), instances.c.instance_id > after, due,
+                instances.c.payload.is_not(None)]
         if instance_ids is not None:
             cond.append(among(instances.c.instance_id, instance_ids))
         if business_keys is not None:
@@ -408,6 +411,44 @@ class SchemeStaging:
         with self.engine.connect() as conn:
             return [ClaimToTransform(r.instance_id, json.loads(r.payload), r.payload_version)
                     for r in conn.execute(query)]
+
+    def prune_settled(self, loaded_before: datetime) -> Pruned:
+        """Retention: drop the bulky staging of claims settled before ``loaded_before``.
+
+        Settled = the bill is ``loaded`` (Kingdee holds it) since before the cut-off and its write-back
+        comment is no longer due (posted, off, refused or unknown). Their ``dk_rows`` are deleted and their
+        raw DingTalk answer (``dk_instances.payload``) is dropped. Kept, because exactly-once rests on
+        them: the ``dk_instances`` row (status, business id: a claim listed again is known and final, not
+        read again), the ``dk_bills`` row (business id, match value, Kingdee bill: the duplicate check and
+        the loaded-bill lock) and the ``dk_writeback`` ledger (the comment is never posted twice). A claim
+        read again later gets its answer back; its bill stays locked as loaded. Rejected claims are
+        kept whole (replay transforms their stored answer).
+        """
+        sid = self.scheme_id
+        has_rows = sa.exists().where(rows.c.scheme_id == sid, rows.c.instance_id == bills.c.instance_id)
+        has_payload = sa.exists().where(instances.c.scheme_id == sid, instances.c.instance_id == bills.c.instance_id,
+                                        instances.c.payload.is_not(None))
+        settled = (sa.select(bills.c.instance_id)
+                   .join(writeback, sa.and_(writeback.c.scheme_id == bills.c.scheme_id,
+                                            writeback.c.instance_id == bills.c.instance_id))
+                   .where(bills.c.scheme_id == sid, bills.c.state == BillState.LOADED,
+                          bills.c.loaded_at < loaded_before,
+                          writeback.c.comment_state.not_in([CommentState.PENDING, CommentState.SENDING]),
+                          sa.or_(has_rows, has_payload))
+                   .order_by(bills.c.instance_id))
+        with self.engine.connect() as conn:
+            claim_ids = list(conn.execute(settled).scalars())
+        deleted = dropped = 0
+        for part in chunked(claim_ids, IN_CHUNK):  # one short transaction per chunk: runs go on beside it
+            with self.engine.begin() as conn:
+                self._lock(conn)
+                deleted += conn.execute(rows.delete().where(rows.c.scheme_id == sid, rows.c.instance_id.in_(part))
+                                        ).rowcount
+                # Only an answer already transformed: one read since (not transformed yet) is kept.
+                dropped += conn.execute(instances.update().where(
+                    instances.c.scheme_id == sid, instances.c.instance_id.in_(part), instances.c.payload.is_not(None),
+                    instances.c.transformed_version == instances.c.payload_version).values(payload=None)).rowcount
+        return Pruned(claims=len(claim_ids), rows=deleted, payloads=dropped)
 
     def stored_answers(self) -> Iterator[dict]:
         """The latest DingTalk answer of every stored claim, in id order (value-map suggestions read
