@@ -362,6 +362,28 @@ def test_base_url(host: str | None, expected: str) -> None:
     assert DingTalkConnectionConfig.from_connection(conn).base_url == expected
 
 
+def test_the_rate_limit_redis_comes_from_the_extra_else_the_setting(monkeypatch) -> None:
+    def config(extra: dict) -> DingTalkConnectionConfig:
+        conn = SimpleNamespace(conn_id="c", host=None, schema=None, port=None, login="k", password="s",
+                               extra_dejson=extra)
+        return DingTalkConnectionConfig.from_connection(conn)
+
+    monkeypatch.delenv("DK_RATE_LIMIT_REDIS_URL", raising=False)
+    assert config({}).rate_limit_redis_url == ""
+    monkeypatch.setenv("DK_RATE_LIMIT_REDIS_URL", "redis://shared:6379/1")
+    assert config({}).rate_limit_redis_url == "redis://shared:6379/1"
+    assert config({"rate_limit_redis_url": "redis://own:6379/2"}).rate_limit_redis_url == "redis://own:6379/2"
+    assert config({"rate_limit_redis_url": "local"}).rate_limit_redis_url == ""
+
+
+def test_the_password_of_the_rate_limit_redis_is_masked(monkeypatch) -> None:
+    monkeypatch.setenv("AIRFLOW_CONN_DINGTALK_REDIS_UNIT", json.dumps({
+        "conn_type": "dingtalk", "login": "k", "password": "app-secret-unit",
+        "extra": {"rate_limit_redis_url": "redis://:redis-pw-unit-7@127.0.0.1:6379/1"}}))
+    DingTalkHook("dingtalk_redis_unit").config  # noqa: B018 - reading the connection registers its secrets
+    assert "redis-pw-unit-7" not in redaction.redact("redis://:redis-pw-unit-7@127.0.0.1:6379/1 refused")
+
+
 def test_naive_datetimes_are_refused() -> None:
     hook = DingTalkHook("unused")
     now = datetime.now(UTC)

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 from airflow.sdk import BaseHook
@@ -161,6 +162,9 @@ class DingTalkHook(BaseHook):
                     config = DingTalkConnectionConfig.from_connection(
                         self.get_connection(self.dingtalk_conn_id), **self._overrides)
                     register_secret(config.app_secret)
+                    redis_password = urlsplit(config.rate_limit_redis_url).password
+                    if redis_password:  # a Redis URL may carry one: never in a log line
+                        register_secret(redis_password)
                     self._config = config
         return self._config
 
