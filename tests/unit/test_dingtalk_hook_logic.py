@@ -428,10 +428,11 @@ def test_repeated_cursor_ends_the_slice() -> None:
     assert [b["cursor"] for b in hook.bodies] == [0, 20]
 
 
-def test_capped_slice_is_halved_until_no_id_is_lost() -> None:
-    # 25,000 instances, one per millisecond 0..24,999; every query is capped at LIST_ID_CAP.
+def capped_listing(instances: int):
+    """A listids answer over ``instances`` instances, one per millisecond from 0, each query capped at
+    LIST_ID_CAP as DingTalk caps it."""
     def answer(body: dict) -> dict:
-        selected = [f"i{t}" for t in range(body["start_time"], min(body["end_time"], 25_000))]
+        selected = [f"i{t}" for t in range(body["start_time"], min(body["end_time"], instances))]
         selected = selected[:dingtalk_listing.LIST_ID_CAP]
         page = selected[body["cursor"]:body["cursor"] + body["size"]]
         result = {"list": page}
@@ -439,7 +440,12 @@ def test_capped_slice_is_halved_until_no_id_is_lost() -> None:
             result["next_cursor"] = body["cursor"] + body["size"]
         return {"errcode": 0, "result": result}
 
-    hook = ScriptedListing(answer)
+    return answer
+
+
+def test_capped_slice_is_halved_until_no_id_is_lost() -> None:
+    # 25,000 instances, one per millisecond 0..24,999; every query is capped at LIST_ID_CAP.
+    hook = ScriptedListing(capped_listing(25_000))
     ids = list(hook._list_ids("PROC-X", 0, 25_000))
     assert len(ids) == len(set(ids)) == 25_000
     assert all(b["size"] == 20 for b in hook.bodies)
@@ -464,16 +470,7 @@ def test_a_capped_slice_is_not_listed_again_where_it_already_has_every_id() -> N
     # 15,000 instances, one per millisecond 0..14,999, in one slice: the first query gives 0..9,999 (the
     # cap). The later half (7,500..15,000) starts with an id already had, so the earlier half holds
     # nothing new and is not listed again: 500 + 375 pages, not 500 + 375 + 375.
-    def answer(body: dict) -> dict:
-        selected = [f"i{t}" for t in range(body["start_time"], min(body["end_time"], 15_000))]
-        selected = selected[:dingtalk_listing.LIST_ID_CAP]
-        page = selected[body["cursor"]:body["cursor"] + body["size"]]
-        result = {"list": page}
-        if body["cursor"] + body["size"] < len(selected):
-            result["next_cursor"] = body["cursor"] + body["size"]
-        return {"errcode": 0, "result": result}
-
-    hook = ScriptedListing(answer)
+    hook = ScriptedListing(capped_listing(15_000))
     ids = list(hook._list_ids("PROC-X", 0, 15_000))
     assert len(ids) == len(set(ids)) == 15_000
     assert len(hook.bodies) == 500 + 375
