@@ -6,10 +6,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 # Operators, the schedule and DingTalk's own dates think in China time.
-CHINA = ZoneInfo("Asia/Shanghai")
+from dingtalk_kingdee.china_time import CHINA
+
 # How the trigger form asks for a window time; an explicit offset (``Z``, ``+08:00``) is kept as given.
 FORM_TIME_HINT = "YYYY-MM-DD HH:MM (China time)"
 FORM_TIME_PATTERN = r"^$|^\d{4}-\d{2}-\d{2}([ T]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?(Z|[+-]\d{2}:?\d{2})?$"

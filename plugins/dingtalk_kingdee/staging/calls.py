@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from dingtalk_kingdee.china_time import CHINA
 from dingtalk_kingdee.staging.tables import call_events, call_ledger
 
-CHINA_TZ = timezone(timedelta(hours=8))
 # gettoken is taken as unmetered (UNVERIFIED; the reference names list / detail / comment / contacts).
 UNMETERED_APIS = frozenset({"gettoken"})
 
@@ -25,7 +25,7 @@ def month_of(moment: datetime) -> str:
     """``YYYY-MM`` of ``moment`` in China time: DingTalk's quota resets on the 1st there."""
     if moment.tzinfo is None:
         raise ValueError(f"{moment.isoformat()} is naive: give the time with its offset")
-    return moment.astimezone(CHINA_TZ).strftime("%Y-%m")
+    return moment.astimezone(CHINA).strftime("%Y-%m")
 
 
 @dataclass(frozen=True)
