@@ -4,9 +4,12 @@ api-server, scheduler, dag-processor, triggerer and N Celery workers, each its o
 Airflow's metadata and the project's staging on PostgreSQL, the Celery broker on Redis, and both
 emulators on loopback (generated claims, in this process). Every Airflow setting that does not depend
 on where the services run comes from docker/airflow.env, the file docker-compose.yaml loads too.
+``--executor LocalExecutor`` runs the tasks in the scheduler's own worker processes instead (no Celery
+worker); ``--events`` turns on the scheme's DingTalk Stream events (``events: {enabled: true}``).
 
     python scripts/topology.py                 # start, print the UI address and login; Ctrl-C stops
     python scripts/topology.py --workers 3 --claims 200
+    python scripts/topology.py --executor LocalExecutor --events
 
 Each start is fresh: it (re)creates its two databases (``dk_<name>_airflow``, ``dk_<name>_staging``)
 and flushes its Redis database, so use a ``--name`` and ``--redis-db`` of its own. Ports are free ones
@@ -21,6 +24,7 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -76,8 +80,10 @@ LOCAL_KEYS = (
     "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT",
     "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT",
     "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT",
+    "DK_SCHEMES_DIR",
 )
 HEALTHY_COMPONENTS = ("metadatabase", "scheduler", "dag_processor", "triggerer")
+EXECUTORS = ("CeleryExecutor", "LocalExecutor")
 DINGTALK_QPS = 20  # DingTalk's real per-app limit; the emulator enforces it
 
 
@@ -110,8 +116,15 @@ def fernet_key() -> str:
 @dataclass
 class TopologyConfig:
     name: str = "topology"
+    # CeleryExecutor (docker/airflow.env): `workers` Celery workers. LocalExecutor: no worker process,
+    # the scheduler runs `parallelism` task processes itself (the single-machine deployment).
+    executor: str = "CeleryExecutor"
     workers: int = 2
     worker_concurrency: int = 2  # Celery processes per worker; few, for a laptop or a 2-core CI box
+    parallelism: int = 4  # LocalExecutor's task processes (Airflow's default, 32, is for big machines)
+    events: bool = False  # the scheme's DAG also runs on DingTalk Stream approval events
+    # Further Airflow settings on top of docker/airflow.env (AIRFLOW__SECTION__KEY: value), e.g. tuning.
+    airflow_settings: dict[str, str] = field(default_factory=dict)
     claims: int = 40
     seed: int = 20241128
     days: int = 2  # claims are started over the last N days
@@ -158,6 +171,8 @@ class Topology:
     """Start with ``with Topology(config) as topology:``; the emulators and seed stay reachable."""
 
     def __init__(self, config: TopologyConfig) -> None:
+        if config.executor not in EXECUTORS:
+            raise ValueError(f"executor must be one of {EXECUTORS}, not {config.executor!r}")
         self.config = config
         self.scheme = load_scheme(SCHEME_FILE)
         self.dag_id = f"dingtalk_kingdee_{self.scheme.id}"
@@ -213,13 +228,31 @@ class Topology:
         }
         assert set(placement) == set(PLACEMENT_KEYS) and set(local) <= set(LOCAL_KEYS) | {
             "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT"}
+        chosen = dict(config.airflow_settings)
+        if config.executor == "LocalExecutor":
+            chosen = {"AIRFLOW__CORE__EXECUTOR": "LocalExecutor", "AIRFLOW__CORE__PARALLELISM": str(config.parallelism),
+                      # LocalExecutor's task processes serve their logs as the Celery workers do
+                      "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()), **chosen}
+        if config.events:
+            local["DK_SCHEMES_DIR"] = str(self.write_event_schemes())
         # Nothing of the calling shell's Airflow configuration leaks in: the file is the configuration.
         inherited = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW__", "AIRFLOW_CONN_"))}
         paths = [str(ROOT / "plugins"), str(ROOT / "emulators"), str(ROOT)]
         current = [p for p in inherited.get("PYTHONPATH", "").split(os.pathsep) if p and p not in paths]
         inherited["PYTHONPATH"] = os.pathsep.join(paths + current)
         inherited["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), inherited.get("PATH", "")])
-        return {**inherited, **read_env_file(ENV_FILE), **placement, **local}
+        return {**inherited, **read_env_file(ENV_FILE), **placement, **local, **chosen}
+
+    def write_event_schemes(self) -> Path:
+        """A schemes folder of its own: the scheme with ``events: {enabled: true}`` and its value maps."""
+        folder = self.config.state_dir / "schemes"
+        shutil.rmtree(folder, ignore_errors=True)
+        shutil.copytree(SCHEME_FILE.parent / self.scheme.id, folder / self.scheme.id)
+        text = SCHEME_FILE.read_text(encoding="utf-8")
+        (folder / SCHEME_FILE.name).write_text(
+            text + "\n# scripts/topology.py --events: the DAG runs on approval events too.\nevents:\n  enabled: true\n",
+            encoding="utf-8")
+        return folder
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -249,12 +282,16 @@ class Topology:
         self.spawn("scheduler", ["scheduler"])
         self.spawn("dag-processor", ["dag-processor"])
         self.spawn("triggerer", ["triggerer"])
-        for number in range(1, self.config.workers + 1):
+        for number in range(1, self.celery_workers + 1):
             self.spawn(f"worker-{number}", [
                 "celery", "worker", "--celery-hostname", f"{self.config.name}-worker-{number}@%h",
                 "--concurrency", str(self.config.worker_concurrency)],
                 AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT=str(free_port()))
         self.wait_ready(timeout)
+
+    @property
+    def celery_workers(self) -> int:
+        return self.config.workers if self.config.executor == "CeleryExecutor" else 0
 
     def _databases(self, *, create: bool) -> None:
         admin = sa.create_engine(sa.make_url(self.config.postgres_url).set(drivername="postgresql+psycopg"),
@@ -349,19 +386,22 @@ def main(argv: list[str] | None = None) -> None:
     defaults = TopologyConfig()
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--name", default=defaults.name, help="database and queue names: dk_<name>_...")
-    parser.add_argument("--workers", type=int, default=defaults.workers)
+    parser.add_argument("--executor", choices=EXECUTORS, default=defaults.executor)
+    parser.add_argument("--workers", type=int, default=defaults.workers, help="Celery workers (CeleryExecutor)")
     parser.add_argument("--worker-concurrency", type=int, default=defaults.worker_concurrency)
     parser.add_argument("--claims", type=int, default=defaults.claims)
     parser.add_argument("--postgres", default=defaults.postgres_url, help="an admin URL of the PostgreSQL server")
     parser.add_argument("--redis", default=defaults.redis_url, help="the Redis server (without a db number)")
     parser.add_argument("--redis-db", type=int, default=defaults.redis_db)
+    parser.add_argument("--events", action="store_true", help="the scheme runs on DingTalk Stream events too")
     args = parser.parse_args(argv)
-    config = TopologyConfig(name=args.name, workers=args.workers, worker_concurrency=args.worker_concurrency,
+    config = TopologyConfig(name=args.name, executor=args.executor, events=args.events, workers=args.workers,
+                            worker_concurrency=args.worker_concurrency,
                             claims=args.claims, postgres_url=args.postgres, redis_url=args.redis,
                             redis_db=args.redis_db, state_dir=ROOT / "var" / args.name)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    print(f"Starting api-server, scheduler, dag-processor, triggerer and {config.workers} Celery workers ...",
-          flush=True)
+    workers = f"{config.workers} Celery workers" if config.executor == "CeleryExecutor" else "no worker (LocalExecutor)"
+    print(f"Starting api-server, scheduler, dag-processor, triggerer and {workers} ...", flush=True)
     with Topology(config) as topology:
         print(f"""
 Airflow:  {topology.api_url}   user {config.admin_user}, password {config.admin_password}
