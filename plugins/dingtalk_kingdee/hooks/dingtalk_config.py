@@ -11,6 +11,8 @@ from dingtalk_kingdee.settings import get_settings
 
 CONN_TYPE = "dingtalk"
 DEFAULT_BASE_URL = "https://oapi.dingtalk.com"
+# The "new" API (api.dingtalk.com, /v1.0/...): Stream mode opens its connections there.
+DEFAULT_API_BASE_URL = "https://api.dingtalk.com"
 DEFAULT_QPS = 20.0
 DEFAULT_CONNECT_TIMEOUT = 5.0
 DEFAULT_READ_TIMEOUT = 30.0
@@ -27,12 +29,22 @@ def base_url_of(host: str | None, schema: str | None = None, port: int | None = 
     return url.rstrip("/")
 
 
+def api_base_url_of(base_url: str, api_host: str = "") -> str:
+    """The base URL of the ``/v1.0`` API: extra ``api_host`` when given; else api.dingtalk.com beside
+    DingTalk's own oapi host, and the connection's host otherwise (an emulator or a proxy serves both
+    APIs on one root)."""
+    if api_host:
+        return base_url_of(api_host)
+    return DEFAULT_API_BASE_URL if base_url == DEFAULT_BASE_URL else base_url
+
+
 @dataclass(frozen=True)
 class DingTalkConnectionConfig:
     """Everything the hook reads from its Airflow connection (``login`` = app key, ``password`` =
     app secret, extra ``agent_id``, ``qps``, ``connect_timeout``, ``read_timeout``, ``max_workers``,
     ``rate_limit_redis_url``: the Redis pacing this app in every process, default the setting
-    ``DK_RATE_LIMIT_REDIS_URL``; ``"local"`` = this process alone)."""
+    ``DK_RATE_LIMIT_REDIS_URL``; ``"local"`` = this process alone; ``api_host``: the ``/v1.0`` API's
+    base URL, see ``api_base_url_of``)."""
 
     base_url: str
     app_key: str
@@ -43,6 +55,7 @@ class DingTalkConnectionConfig:
     read_timeout: float
     max_workers: int
     rate_limit_redis_url: str = ""
+    api_base_url: str = DEFAULT_API_BASE_URL
 
     @classmethod
     def from_connection(cls, conn: Any, *, connect_timeout: float | None = None,
@@ -57,8 +70,9 @@ class DingTalkConnectionConfig:
             raise ValueError(f"connection {conn_id!r}: qps must be positive, got {qps}")
         workers = max_workers or extras.integer("max_workers", 0)
         redis_url = extras.text("rate_limit_redis_url") or get_settings().rate_limit_redis_url
+        base_url = base_url_of(conn.host, getattr(conn, "schema", None), getattr(conn, "port", None))
         return cls(
-            base_url=base_url_of(conn.host, getattr(conn, "schema", None), getattr(conn, "port", None)),
+            base_url=base_url,
             app_key=conn.login,
             app_secret=conn.password,
             agent_id=extras.text("agent_id") or None,
@@ -67,6 +81,7 @@ class DingTalkConnectionConfig:
             read_timeout=float(read_timeout or extras.number("read_timeout", DEFAULT_READ_TIMEOUT)),
             max_workers=workers or default_workers(qps),
             rate_limit_redis_url="" if redis_url == "local" else redis_url,
+            api_base_url=api_base_url_of(base_url, extras.text("api_host")),
         )
 
 
