@@ -30,6 +30,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 DROP_SCOPE_KEY = "dk_emulators.drop_connection"
+RAW_SEND_SCOPE_KEY = "dk_emulators.raw_send"  # uvicorn's own send of a WebSocket, for drop_connection
 
 
 @dataclass
@@ -155,6 +156,8 @@ class DropGuard:
         self.app = app
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "websocket":
+            scope[RAW_SEND_SCOPE_KEY] = send  # FastAPI wraps send; dropping a socket needs uvicorn's own
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return

@@ -4,7 +4,8 @@ generator of realistic expense claims.
 One module per concern: ``wire`` (API names, codes, fault names, error answers, China time),
 ``store`` (instances, comments), ``auth`` (access tokens, the QPS limit), ``api`` (gettoken,
 listids, get, comment_add), ``contacts`` (the department tree and users: department/listsub,
-user/list), ``robot`` (the group robot webhook), ``admin`` (``/_emulator/...``),
+user/list), ``robot`` (the group robot webhook), ``admin`` (``/_emulator/...``), ``stream``,
+``stream_frames`` and ``stream_routes`` (Stream mode: approval events over a WebSocket),
 ``emulator`` (``DingTalkEmulator``, which assembles them and injects faults), ``cli``
 (``python -m dk_emulators.dingtalk``), ``seed`` and ``seed_form`` (generated claims with their
 truth). See docs/emulators-dingtalk.md.

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
+from dk_emulators.dingtalk.stream import STREAM_SETTINGS
 from dk_emulators.dingtalk.wire import WRAP_STYLES
 from dk_emulators.faults import add_fault_routes
 
@@ -17,7 +18,7 @@ if TYPE_CHECKING:
 
 # Settings /_emulator/config may change on a running emulator.
 LIVE_SETTINGS = frozenset({"qps", "latency_ms", "token_ttl", "wrap_errors", "qps_penalty_s", "hang_seconds",
-                           "monthly_quota"})
+                           "monthly_quota", *STREAM_SETTINGS})
 
 
 def add_admin_routes(app: FastAPI, emulator: DingTalkEmulator) -> None:
@@ -127,6 +128,13 @@ def add_admin_routes(app: FastAPI, emulator: DingTalkEmulator) -> None:
         quota = payload.get("monthly_quota")
         if quota is not None and (isinstance(quota, bool) or not isinstance(quota, int) or quota < 0):
             return bad("monthly_quota must be a whole number ≥ 0 or null (no quota)")
+        for name in STREAM_SETTINGS.keys() & payload.keys():
+            value = payload[name]
+            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+                return bad(f"{name} must be a number of seconds > 0")
         for name, value in payload.items():
-            setattr(emulator, name, value)
+            if name in STREAM_SETTINGS:
+                setattr(emulator.stream, STREAM_SETTINGS[name], value)
+            else:
+                setattr(emulator, name, value)
         return JSONResponse({"ok": True, "config": emulator.state()["config"]})

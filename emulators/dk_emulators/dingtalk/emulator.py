@@ -33,6 +33,14 @@ from dk_emulators.dingtalk.meter import MonthlyQuota, SimulatedClock
 from dk_emulators.dingtalk.robot import RobotWebhook
 from dk_emulators.dingtalk.seed import load_universe
 from dk_emulators.dingtalk.store import InstanceStore
+from dk_emulators.dingtalk.stream import (
+    DEFAULT_PING_SECONDS,
+    DEFAULT_REDELIVERY_SECONDS,
+    DEFAULT_RETENTION_SECONDS,
+    StreamHub,
+)
+from dk_emulators.dingtalk.stream_frames import event_type_for
+from dk_emulators.dingtalk.stream_routes import add_stream_routes
 from dk_emulators.dingtalk.wire import (
     API_COMMENT,
     API_DEPARTMENTS,
@@ -94,6 +102,9 @@ class DingTalkEmulator:
         clock: Callable[[], datetime] | None = None,
         organisation: Mapping[str, Any] | None = None,
         monthly_quota: int | None = None,
+        stream_ping_seconds: float = DEFAULT_PING_SECONDS,
+        stream_redelivery_seconds: float = DEFAULT_REDELIVERY_SECONDS,
+        stream_retention_seconds: float = DEFAULT_RETENTION_SECONDS,
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
@@ -130,7 +141,10 @@ class DingTalkEmulator:
 
         self._organisation = organisation
         self._directory: contacts.Directory | None = None
-        self.add_instances(instances)
+        self.store.add(instances)  # the history the emulator starts with: no events
+        self.stream = StreamHub(self.apps, self.clock, ping_seconds=stream_ping_seconds,
+                                redelivery_seconds=stream_redelivery_seconds,
+                                retention_seconds=stream_retention_seconds)
         self.fastapi = self._build_app()
         self.app = DropGuard(self.fastapi)
 
@@ -150,6 +164,7 @@ class DingTalkEmulator:
 
     def stop(self) -> None:
         self._stopping.set()  # lets hanging answers finish early
+        self.stream.drop_all()  # clients see their sockets close, not a server that went silent
         if self._server is not None:
             self._server.stop()
             self._server = None
@@ -164,8 +179,27 @@ class DingTalkEmulator:
     # ------------------------------------------------------------------ data
     def add_instances(self, instances: Iterable[Any]) -> int:
         """Store instances (dicts shaped like ``process_instance`` plus ``process_instance_id`` and
-        ``process_code``, or SeedClaims). An existing id is replaced. Returns how many were stored."""
-        return self.store.add(instances)
+        ``process_code``, or SeedClaims). An existing id is replaced. Returns how many were stored.
+
+        Stream mode: a new instance is announced with a ``start`` event, and one that is already
+        over with its ``finish`` / ``terminate`` event too; a replaced one whose state changed to
+        an end with that end's event."""
+        items = [getattr(item, "instance", item) for item in instances]
+        before = {}
+        for item in items:
+            instance_id = item.get("process_instance_id") if isinstance(item, dict) else None
+            if instance_id:
+                before[instance_id] = self.store.status_of(instance_id)
+        added = self.store.add(items)
+        for instance_id, old_status in before.items():
+            instance = self.store.get(instance_id)
+            if old_status is None:
+                self.stream.instance_changed(instance, "start")
+            ended = event_type_for(instance.get("status", ""))
+            if ended and instance.get("status") != old_status:
+                self.stream.instance_changed(instance, ended)
+        return added
+
 
     def get_instance(self, instance_id: str) -> dict:
         """A copy of the stored instance (with process_instance_id and process_code)."""
@@ -199,9 +233,15 @@ class DingTalkEmulator:
 
         Open tasks are closed and an operation record is appended the way the real service shows
         them. ``finish_time``: aware datetime, China-time string, or None (= now). Returns the
-        updated instance.
+        updated instance. Stream mode: an end (finish, terminate) is announced as an event; every
+        outcome change goes through here (the admin outcome call, late approvals), so this is the
+        one place events of outcomes are born.
         """
-        return self.store.set_outcome(instance_id, status, result, finish_time, self.clock)
+        updated = self.store.set_outcome(instance_id, status, result, finish_time, self.clock)
+        ended = event_type_for(updated["status"])
+        if ended:
+            self.stream.instance_changed(updated, ended)
+        return updated
 
     @property
     def directory(self) -> contacts.Directory:
@@ -284,7 +324,7 @@ class DingTalkEmulator:
                     "app_keys": sorted(self.apps), "qps": self.qps, "latency_ms": self.latency_ms,
                     "token_ttl": self.token_ttl, "wrap_errors": self.wrap_errors,
                     "qps_penalty_s": self.qps_penalty_s, "hang_seconds": self.hang_seconds,
-                    "monthly_quota": self.monthly_quota,
+                    "monthly_quota": self.monthly_quota, **self.stream.config(),
                 },
             }
 
@@ -417,4 +457,5 @@ class DingTalkEmulator:
             return self.robot.send(request.query_params.get("access_token", ""), await request.body())
 
         add_admin_routes(app, self)
+        add_stream_routes(app, self)
         return app

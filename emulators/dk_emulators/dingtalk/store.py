@@ -58,6 +58,12 @@ class InstanceStore:
         with self._lock:
             return copy.deepcopy(self._instances[instance_id])
 
+    def status_of(self, instance_id: str) -> str | None:
+        """The stored instance's status; None when unknown."""
+        with self._lock:
+            stored = self._instances.get(instance_id)
+            return None if stored is None else stored.get("status")
+
     def detail(self, instance_id: str) -> dict | None:
         """The instance as the detail answer shows it (without id and process code), or None."""
         with self._lock:
