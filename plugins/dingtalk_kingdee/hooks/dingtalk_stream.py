@@ -15,6 +15,7 @@ key, ``password`` = app secret, the API host as ``DingTalkConnectionConfig.api_b
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import platform
@@ -84,6 +85,9 @@ class StreamSocket:
         self.number = number
         self.websocket = websocket
         self.closed = False
+        self.frames = 0
+        # The socket's events in arrival order, then None once it has closed.
+        self.inbox: asyncio.Queue[StreamDelivery | None] = asyncio.Queue()
 
     async def send(self, text: str) -> bool:
         """Send one frame; False when the socket has closed meanwhile."""
@@ -183,20 +187,21 @@ class DingTalkStreamClient:
                             "in %.1f s", self.dingtalk_conn_id, redact(str(exc)) or type(exc).__name__, wait)
                 await asyncio.sleep(wait)
                 continue
-            frames = 0
+            reader = asyncio.create_task(self._read(stream_socket), name=f"dingtalk-stream-{stream_socket.number}")
             try:
-                async for delivery in self._frames(stream_socket):
-                    frames += 1
-                    if delivery is not None:
-                        yield delivery
+                while (delivery := await stream_socket.inbox.get()) is not None:
+                    yield delivery
             finally:
+                reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reader
                 stream_socket.closed = True
                 await stream_socket.websocket.close()
             # A socket that carried frames was a good connection: the back-off starts over.
-            attempt = 1 if frames else attempt + 1
+            attempt = 1 if stream_socket.frames else attempt + 1
             wait = self.policy.delay(attempt, self._rng)
             log.info("DingTalk Stream connection %d closed after %d frames; connecting again in %.1f s",
-                     stream_socket.number, frames, wait)
+                     stream_socket.number, stream_socket.frames, wait)
             await asyncio.sleep(wait)
 
     async def _connect(self) -> StreamSocket:
@@ -208,21 +213,22 @@ class DingTalkStreamClient:
         log.info("DingTalk Stream connection %d open for connection %r", stream_socket.number, self.dingtalk_conn_id)
         return stream_socket
 
-    async def _frames(self, stream_socket: StreamSocket) -> AsyncIterator[StreamDelivery | None]:
-        """The socket's events; None for a frame answered here (a ping). Ends when the socket closes
-        or the server says ``disconnect``."""
+    async def _read(self, stream_socket: StreamSocket) -> None:
+        """Read the socket for as long as it is open, whether or not the events are being taken (a
+        ping must be answered at once): events go to the socket's inbox, then None when it closes or
+        the server says ``disconnect``."""
         try:
             async for text in stream_socket.websocket:
+                stream_socket.frames += 1
                 try:
                     frame = parse_frame(text)
                 except StreamFrameError as exc:
                     log.warning("DingTalk Stream connection %d: ignored a frame: %s", stream_socket.number, exc)
                     continue
                 if isinstance(frame, StreamEvent):
-                    yield StreamDelivery(frame, stream_socket)
+                    stream_socket.inbox.put_nowait(StreamDelivery(frame, stream_socket))
                 elif isinstance(frame, SystemFrame) and frame.topic == TOPIC_PING:
                     await stream_socket.send(ack_frame(frame.message_id, frame.data))
-                    yield None
                 elif isinstance(frame, SystemFrame) and frame.topic == TOPIC_DISCONNECT:
                     log.info("DingTalk Stream connection %d: the server asked to disconnect", stream_socket.number)
                     return
@@ -237,6 +243,10 @@ class DingTalkStreamClient:
                              frame.topic)
         except websockets.ConnectionClosed as exc:
             log.info("DingTalk Stream connection %d lost: %s", stream_socket.number, exc)
+        finally:
+            # Acks from now on are dropped: the server delivers the unacked events again.
+            stream_socket.closed = True
+            stream_socket.inbox.put_nowait(None)
 
     async def ack(self, delivery: StreamDelivery) -> bool:
         """Ack one delivery with 200 on the socket it came on; False (and a log line) when that socket
