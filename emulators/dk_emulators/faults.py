@@ -4,14 +4,15 @@ An emulator owns a ``FaultBoard`` that knows its fault kinds (name -> what it do
 the targets a fault may be aimed at (an API or service name). ``arm`` puts a fault on the board;
 ``take`` / ``take_first`` draw the armed faults matching a call: each fires with probability
 ``rate`` (None = always), counts against ``times`` (None = until disarmed) and leaves the board once
-spent. What a fired fault does to the answer is the emulator's business, except dropping the
-connection, which is the same for both: a route marks the request with ``request_drop`` and the
-``DropGuard`` around the app aborts the TCP connection instead of answering.
+spent; ``after`` lets that many matching calls pass untouched first. What a fired fault does to
+the answer is the emulator's business, except dropping the connection, which is the same for both:
+a route marks the request with ``request_drop`` and the ``DropGuard`` around the app aborts the TCP
+connection instead of answering.
 
 ``add_fault_routes`` serves the same admin API on both emulators:
 
 - ``POST /_emulator/faults`` ``{"fault": <kind>, "target": <api or service>, "times": 1,
-  "rate": null, ...kind parameters}`` -> ``{"ok": true, "fault": {...}}`` (400 with ``error``);
+  "rate": null, "after": 0, ...kind parameters}`` -> ``{"ok": true, "fault": {...}}`` (400 with ``error``);
   ``"kind"`` is accepted for ``"fault"`` and the emulator's own word (``api`` / ``service``) for
   ``"target"``.
 - ``GET /_emulator/faults`` -> ``{"faults": [...armed], "known": {kind: description}}``.
@@ -43,10 +44,11 @@ class Fault:
     rate: float | None = None
     params: dict[str, Any] = field(default_factory=dict)
     fired: int = 0
+    after: int = 0  # matching calls still to let pass before the fault starts firing
 
     def as_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "target": self.target, "times": self.times, "rate": self.rate,
-                "fired": self.fired, **self.params}
+                "fired": self.fired, "after": self.after, **self.params}
 
 
 class FaultBoard:
@@ -54,33 +56,39 @@ class FaultBoard:
 
     ``kinds``: fault name -> description. ``targets``: the names a fault may be aimed at (None =
     any). ``normalize``: maps a target and a call's name to what is compared (Kingdee compares the
-    short service name). ``params``: extra parameters a kind may carry, with their defaults.
+    short service name). ``params``: extra parameters every kind may carry, with their defaults;
+    ``kind_params``: those only some kinds carry (kind -> parameters with their defaults).
     """
 
     def __init__(self, kinds: Mapping[str, str], *, targets: Collection[str] | None = None,
                  normalize: Callable[[str], str] = str, params: Mapping[str, Any] | None = None,
-                 seed: int | None = None) -> None:
+                 kind_params: Mapping[str, Mapping[str, Any]] | None = None, seed: int | None = None) -> None:
         self.kinds = dict(kinds)
         self.targets = targets
         self.normalize = normalize
         self.params = dict(params or {})
+        self.kind_params = {kind: dict(defaults) for kind, defaults in (kind_params or {}).items()}
         self._armed: list[Fault] = []
         self._lock = threading.Lock()
         self._rng = random.Random(seed)
 
     def arm(self, kind: str, target: str | None = None, times: int | None = 1, rate: float | None = None,
-            **params: Any) -> Fault:
-        """Arm ``kind`` for the next ``times`` matching calls, each drawn with probability ``rate``."""
+            after: int = 0, **params: Any) -> Fault:
+        """Arm ``kind`` for the next ``times`` matching calls (after ``after`` untouched ones), each
+        drawn with probability ``rate``."""
         if kind not in self.kinds:
             raise ValueError(f"unknown fault {kind!r}; known: {', '.join(sorted(self.kinds))}")
         if target is not None and self.targets is not None and target not in self.targets:
             raise ValueError(f"unknown target {target!r}; known: {', '.join(self.targets)}")
         if rate is not None and not 0 <= rate <= 1:
             raise ValueError("rate must be between 0 and 1")
-        unknown = set(params) - set(self.params)
+        if isinstance(after, bool) or not isinstance(after, int) or after < 0:
+            raise ValueError("after must be a whole number ≥ 0")
+        defaults = {**self.params, **self.kind_params.get(kind, {})}
+        unknown = set(params) - set(defaults)
         if unknown:
             raise ValueError(f"unknown fault parameters: {sorted(unknown)}")
-        fault = Fault(kind=kind, target=target, times=times, rate=rate, params={**self.params, **params})
+        fault = Fault(kind=kind, target=target, times=times, rate=rate, params={**defaults, **params}, after=after)
         with self._lock:
             self._armed.append(fault)
         return fault
@@ -112,6 +120,9 @@ class FaultBoard:
         with self._lock:
             for fault in list(self._armed):
                 if fault.target is not None and self.normalize(fault.target) != name:
+                    continue
+                if fault.after > 0:
+                    fault.after -= 1
                     continue
                 if fault.rate is not None and self._rng.random() >= fault.rate:
                     continue
@@ -179,8 +190,9 @@ class DropGuard:
 # ------------------------------------------------------------------------------------ admin API
 
 def add_fault_routes(app: FastAPI, board: FaultBoard,
-                     arm: Callable[..., Fault] | None = None, target_alias: str | None = None) -> None:
-    """Serve ``/_emulator/faults`` (see the module docstring) for ``board``.
+                     arm: Callable[..., Fault] | None = None, target_alias: str | None = None,
+                     path: str = "/_emulator/faults") -> None:
+    """Serve ``path`` (``/_emulator/faults``, see the module docstring) for ``board``.
 
     ``arm`` (default ``board.arm``) is called as ``arm(kind, target, times, rate, **params)``, so
     an emulator can apply its own defaults; ``target_alias`` is the emulator's word for ``target``.
@@ -190,7 +202,7 @@ def add_fault_routes(app: FastAPI, board: FaultBoard,
     def bad(message: str) -> JSONResponse:
         return JSONResponse({"ok": False, "error": message}, status_code=400)
 
-    @app.post("/_emulator/faults")
+    @app.post(path)
     async def add_fault(request: Request) -> Response:
         try:
             payload = await request.json()
@@ -213,10 +225,10 @@ def add_fault_routes(app: FastAPI, board: FaultBoard,
             return bad(str(error))
         return JSONResponse({"ok": True, "fault": fault.as_dict()})
 
-    @app.get("/_emulator/faults")
+    @app.get(path)
     async def list_faults() -> dict[str, Any]:
         return {"faults": [f.as_dict() for f in board.armed], "known": board.kinds}
 
-    @app.delete("/_emulator/faults")
+    @app.delete(path)
     async def clear_faults() -> dict[str, Any]:
         return {"ok": True, "cleared": board.disarm()}

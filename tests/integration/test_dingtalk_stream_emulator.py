@@ -300,3 +300,94 @@ def test_an_event_within_the_retention_stays_pending(emulator):
     emulator.advance_clock(timedelta(hours=1).total_seconds())
     state = stream_state(emulator)
     assert state["pending"] == 1 and state["lost"] == 0 and state["open_connections"] == 0
+
+
+# ------------------------------------------------------------------------------ faults
+def arm(emulator: DingTalkEmulator, fault: str, **options: object) -> dict:
+    answer = requests.post(f"{emulator.base_url}/_emulator/stream/faults", json={"fault": fault, **options},
+                           timeout=10)
+    assert answer.status_code == 200, answer.text
+    return answer.json()["fault"]
+
+
+def closed_without_disconnect(ws: ClientConnection) -> bool:
+    """True when the socket ends without a SYSTEM disconnect frame first."""
+    try:
+        while True:
+            frame = json.loads(ws.recv(timeout=5))
+            if frame["headers"].get("topic") == "disconnect":
+                return False
+    except ConnectionClosed:
+        return True
+
+
+def test_refused_open_calls_answer_the_armed_status_then_open_again(emulator):
+    arm(emulator, "refuse_open", times=2, status=500)
+    for _ in range(2):
+        answer = open_call(emulator)
+        assert answer.status_code == 500 and answer.json()["code"] and answer.json()["message"]
+    assert open_call(emulator).status_code == 200
+    arm(emulator, "refuse_open")
+    assert open_call(emulator).status_code == 403
+    assert stream_state(emulator)["refused_opens"] == 3
+
+
+def test_a_dropped_socket_after_n_events_loses_no_event(emulator):
+    arm(emulator, "drop_socket", after=1)
+    with connect_stream(emulator) as ws:
+        approve(emulator, "PI-1")
+        first = next_frame(ws)
+        ack(ws, first)
+        approve(emulator, "PI-2")
+        assert closed_without_disconnect(ws)
+    with connect_stream(emulator) as ws:
+        second = next_frame(ws)
+        ack(ws, second)
+    assert json.loads(second["data"])["processInstanceId"] == "PI-2"
+    wait_for(lambda: stream_state(emulator)["acked"] == 2)
+    assert stream_state(emulator)["dropped_sockets"] == 1
+
+
+def test_admin_drop_closes_every_socket_without_a_disconnect_frame(emulator):
+    with connect_stream(emulator) as ws:
+        wait_for(lambda: stream_state(emulator)["open_connections"] == 1)
+        assert requests.post(f"{emulator.base_url}/_emulator/stream/drop", timeout=10).json()["connections"] == 1
+        assert closed_without_disconnect(ws)
+
+
+def test_a_duplicated_delivery_sends_the_event_twice_with_one_message_id(emulator):
+    emulator.stream.redelivery_seconds = 30
+    arm(emulator, "duplicate")
+    with connect_stream(emulator) as ws:
+        approve(emulator, "PI-1")
+        first, second = next_frame(ws), next_frame(ws, timeout=1)
+        ack(ws, first)
+        ack(ws, second)
+    assert first["headers"]["messageId"] == second["headers"]["messageId"]
+    wait_for(lambda: stream_state(emulator)["acks_of_settled_events"] == 1)
+    assert stream_state(emulator)["duplicated"] == 1
+
+
+def test_a_delayed_delivery_arrives_after_the_delay(emulator):
+    emulator.stream.redelivery_seconds = 30
+    arm(emulator, "delay", seconds=0.8)
+    with connect_stream(emulator) as ws:
+        approve(emulator, "PI-1")
+        assert no_event_within(ws, 0.5)
+        frame = next_frame(ws, timeout=2)
+        ack(ws, frame)
+    assert json.loads(frame["data"])["processInstanceId"] == "PI-1"
+    assert stream_state(emulator)["delayed"] == 1
+
+
+def test_stream_faults_are_listed_cleared_and_unknown_ones_refused(emulator):
+    arm(emulator, "duplicate", times=3)
+    listed = requests.get(f"{emulator.base_url}/_emulator/stream/faults", timeout=10).json()
+    assert [f["kind"] for f in listed["faults"]] == ["duplicate"]
+    assert set(listed["known"]) == {"refuse_open", "drop_socket", "duplicate", "delay"}
+    assert requests.delete(f"{emulator.base_url}/_emulator/stream/faults", timeout=10).json()["cleared"] == 1
+    bad = requests.post(f"{emulator.base_url}/_emulator/stream/faults", json={"fault": "busy"}, timeout=10)
+    assert bad.status_code == 400
+    wrong = requests.post(f"{emulator.base_url}/_emulator/stream/faults", json={"fault": "duplicate", "status": 500},
+                          timeout=10)
+    assert wrong.status_code == 400

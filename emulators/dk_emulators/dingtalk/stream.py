@@ -41,6 +41,7 @@ from dk_emulators.dingtalk.stream_frames import (
     subscribes_to_events,
     system_frame,
 )
+from dk_emulators.faults import Fault, FaultBoard
 
 DEFAULT_PING_SECONDS = 30.0  # UNVERIFIED: how often the real service pings
 DEFAULT_REDELIVERY_SECONDS = 10.0  # UNVERIFIED: how soon the real service delivers an unacked event again
@@ -52,6 +53,19 @@ ACK_LOG_SIZE = 1000
 STREAM_SETTINGS = {"stream_ping_seconds": "ping_seconds", "stream_redelivery_seconds": "redelivery_seconds",
                    "stream_retention_seconds": "retention_seconds"}
 CORP_ID = "ding-emulator-corp"
+
+# Stream faults: kind -> (the call it acts on, what it does). "open" is the open call, "deliver"
+# one delivery of an event to a socket. Each fault's ``after`` lets that many calls pass first.
+FAULT_CALLS = {"refuse_open": "open", "drop_socket": "deliver", "duplicate": "deliver", "delay": "deliver"}
+FAULT_KINDS = {
+    "refuse_open": "the open call answers HTTP `status` (default 403) with {code, message}",
+    "drop_socket": "instead of delivering an event, close the TCP connection without a disconnect frame "
+                   "(the event goes to the next connection)",
+    "duplicate": "deliver an event twice in a row, with one messageId",
+    "delay": "hold an event's delivery `seconds` (default 5) before it is sent",
+}
+FAULT_PARAMS = {"refuse_open": {"status": 403}, "delay": {"seconds": 5.0}}
+REFUSAL_CODES = {403: "Forbidden.AccessDenied", 429: "Throttling", 500: "InternalError", 503: "ServiceUnavailable"}
 
 
 def _ms(moment: datetime) -> int:
@@ -121,6 +135,25 @@ class StreamHub:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self._dispatcher: asyncio.Task | None = None
+        self.faults = FaultBoard(FAULT_KINDS, targets=tuple(set(FAULT_CALLS.values())), kind_params=FAULT_PARAMS)
+
+    # ------------------------------------------------------------------ faults
+    def inject(self, fault: str, times: int | None = 1, rate: float | None = None, after: int = 0,
+               **params: Any) -> Fault:
+        """Arm a Stream fault (see ``FAULT_KINDS``) for the next ``times`` calls it acts on."""
+        if fault not in FAULT_CALLS:
+            raise ValueError(f"unknown fault {fault!r}; known: {', '.join(sorted(FAULT_KINDS))}")
+        return self.faults.arm(fault, FAULT_CALLS[fault], times, rate, after=after, **params)
+
+    def open_refusal(self) -> tuple[int, str] | None:
+        """(HTTP status, code) when an armed fault refuses this open call; None to go on."""
+        fault = self.faults.take_first("open")
+        if fault is None:
+            return None
+        status = int(fault.params["status"])
+        with self._lock:
+            self.counts["refused_opens"] += 1
+        return status, REFUSAL_CODES.get(status, "Error")
 
     # ------------------------------------------------------------------ connecting
     def credentials_ok(self, client_id: Any, client_secret: Any) -> bool:
@@ -233,10 +266,12 @@ class StreamHub:
                                  "events_sent": c.events_sent} for c in self._connections.values()],
                 **{name: self.counts[name] for name in (
                     "born", "delivered", "redelivered", "acked", "nacked", "lost", "pongs", "pings",
-                    "tickets", "connections_opened", "acks_of_settled_events", "unreadable_frames")},
+                    "tickets", "connections_opened", "acks_of_settled_events", "unreadable_frames",
+                    "refused_opens", "dropped_sockets", "duplicated", "delayed")},
                 "pending": len(self._pending),
                 "acks": list(self.acks)[-50:],
                 "config": self.config(),
+                "faults": [fault.as_dict() for fault in self.faults.armed],
             }
 
     def config(self) -> dict[str, float]:
@@ -287,12 +322,32 @@ class StreamHub:
                 connection = self._pick(event)
                 if connection is None:
                     continue
-                event.attempts += 1
-                event.due = now + self.redelivery_seconds
-                self.counts["delivered" if event.attempts == 1 else "redelivered"] += 1
-                connection.events_sent += 1
-                connection.outbox.put_nowait(event_frame(event.headers, event.data, connection.connection_id,
-                                                         now_ms))
+                self._deliver(event, connection, now, now_ms)
+
+    def _deliver(self, event: StreamEvent, connection: StreamConnection, now: float, now_ms: int) -> None:
+        """Hand ``event`` to ``connection``'s outbox, as the armed delivery faults say."""
+        faults = {fault.kind: fault for fault in self.faults.take("deliver")}
+        if "drop_socket" in faults:  # the event was not sent: it stays due for the next connection
+            connection.closing = "abort"
+            self.counts["dropped_sockets"] += 1
+            self._close(connection, now_ms)
+            return
+        event.attempts += 1
+        self.counts["delivered" if event.attempts == 1 else "redelivered"] += 1
+        connection.events_sent += 1
+        frame = event_frame(event.headers, event.data, connection.connection_id, now_ms)
+        copies = 2 if "duplicate" in faults else 1
+        self.counts["duplicated"] += copies - 1
+        delay = float(faults["delay"].params["seconds"]) if "delay" in faults else 0.0
+        event.due = now + delay + self.redelivery_seconds
+        for _ in range(copies):
+            if delay:
+                assert self._loop is not None
+                self._loop.call_later(delay, connection.outbox.put_nowait, frame)
+            else:
+                connection.outbox.put_nowait(frame)
+        if delay:
+            self.counts["delayed"] += 1
 
     def _pick(self, event: StreamEvent) -> StreamConnection | None:
         """One open connection of the event's app that takes it, round-robin."""

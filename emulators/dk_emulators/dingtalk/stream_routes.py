@@ -2,7 +2,8 @@
 
 - ``POST /v1.0/gateway/connections/open`` -> ``{"endpoint", "ticket"}`` (4xx ``{"code", "message"}``);
 - ``WS /v1.0/gateway/stream?ticket=`` -> the frames of ``StreamHub``;
-- ``GET /_emulator/stream`` (state), ``POST /_emulator/stream/disconnect`` and ``/_emulator/stream/drop``.
+- ``GET /_emulator/stream`` (state), ``POST /_emulator/stream/disconnect`` and ``/_emulator/stream/drop``;
+- ``/_emulator/stream/faults``: the Stream faults, with the fault API of ``dk_emulators.faults``.
 
 The open call is not metered (reference "Metered calls": event pushes are not API calls).
 """
@@ -19,7 +20,7 @@ from fastapi.responses import JSONResponse, Response
 
 from dk_emulators.dingtalk.stream import DISCONNECT_GRACE_SECONDS, StreamConnection, StreamHub
 from dk_emulators.dingtalk.wire import request_id
-from dk_emulators.faults import RAW_SEND_SCOPE_KEY, drop_connection
+from dk_emulators.faults import RAW_SEND_SCOPE_KEY, add_fault_routes, drop_connection
 
 if TYPE_CHECKING:
     from dk_emulators.dingtalk.emulator import DingTalkEmulator
@@ -52,6 +53,9 @@ def add_stream_routes(app: FastAPI, emulator: DingTalkEmulator) -> None:
             return refusal(400, "InvalidParameter", "the body must be a JSON object")
         if not body.get("clientId") or not body.get("clientSecret"):
             return refusal(400, "MissingParameter", "clientId and clientSecret are required")
+        refused = hub.open_refusal()
+        if refused is not None:
+            return refusal(refused[0], refused[1], "connection refused by an injected fault")
         if not hub.credentials_ok(body["clientId"], body["clientSecret"]):
             return refusal(401, "InvalidAuthentication", "不合法的clientId或clientSecret")
         subscriptions = body.get("subscriptions") or []
@@ -93,6 +97,9 @@ def add_stream_routes(app: FastAPI, emulator: DingTalkEmulator) -> None:
     @app.post("/_emulator/stream/drop")
     async def drop_all() -> dict:
         return {"ok": True, "connections": hub.drop_all()}
+
+    add_fault_routes(app, hub.faults, path="/_emulator/stream/faults",
+                     arm=lambda kind, target, times, rate, **params: hub.inject(kind, times, rate, **params))
 
 
 async def write_frames(websocket: WebSocket, connection: StreamConnection) -> None:
