@@ -106,9 +106,9 @@ class StreamConnection:
     outbox: asyncio.Queue
     abort: Callable[[], None]
     opened_at: str
-    next_ping: float
+    last_ping: float  # time.monotonic() of the last ping (or of the opening): a live interval change applies at once
     closing: str | None = None  # "disconnect" or "abort", asked from any thread
-    pings: set[str] = field(default_factory=set)
+    system_frames: dict[str, str] = field(default_factory=dict)  # messageId -> topic, until acked
     events_sent: int = 0
 
 
@@ -177,7 +177,7 @@ class StreamHub:
         self._ensure_dispatcher()
         connection = StreamConnection(
             connection_id=uuid.uuid4().hex, ticket=ticket, outbox=asyncio.Queue(), abort=abort,
-            opened_at=self.clock().isoformat(), next_ping=time.monotonic() + self.ping_seconds)
+            opened_at=self.clock().isoformat(), last_ping=time.monotonic())
         with self._lock:
             self._connections[connection.connection_id] = connection
             self.counts["connections_opened"] += 1
@@ -195,9 +195,9 @@ class StreamHub:
             if ack is None:
                 self.counts["unreadable_frames"] += 1
                 return
-            if ack.message_id in connection.pings:
-                connection.pings.discard(ack.message_id)
-                self.counts["pongs"] += 1
+            topic = connection.system_frames.pop(ack.message_id, None)
+            if topic is not None:  # the SDK answers every SYSTEM frame: ping and disconnect alike
+                self.counts["pongs" if topic == TOPIC_PING else "disconnect_acks"] += 1
                 return
             event = self._pending.get(ack.message_id)
             self._log_ack(connection, ack, known=event is not None)
@@ -267,7 +267,7 @@ class StreamHub:
                 **{name: self.counts[name] for name in (
                     "born", "delivered", "redelivered", "acked", "nacked", "lost", "pongs", "pings",
                     "tickets", "connections_opened", "acks_of_settled_events", "unreadable_frames",
-                    "refused_opens", "dropped_sockets", "duplicated", "delayed")},
+                    "refused_opens", "dropped_sockets", "duplicated", "delayed", "disconnect_acks")},
                 "pending": len(self._pending),
                 "acks": list(self.acks)[-50:],
                 "config": self.config(),
@@ -313,9 +313,9 @@ class StreamHub:
             for connection in connections:
                 if connection.closing:
                     self._close(connection, now_ms)
-                elif now >= connection.next_ping:
+                elif now >= connection.last_ping + self.ping_seconds:
                     self._ping(connection, now_ms)
-                    connection.next_ping = now + self.ping_seconds
+                    connection.last_ping = now
             for event in list(self._pending.values()):
                 if event.due > now:
                     continue
@@ -363,16 +363,18 @@ class StreamHub:
     def _ping(self, connection: StreamConnection, now_ms: int) -> None:
         frame = system_frame(TOPIC_PING, connection.connection_id, _derived_id("app-", connection.ticket.app_key),
                              now_ms, {"opaque": uuid.uuid4().hex})
-        connection.pings.add(frame["headers"]["messageId"])
+        connection.system_frames[frame["headers"]["messageId"]] = TOPIC_PING
         self.counts["pings"] += 1
         connection.outbox.put_nowait(frame)
 
     def _close(self, connection: StreamConnection, now_ms: int) -> None:
         del self._connections[connection.connection_id]
         if connection.closing == "disconnect":
-            connection.outbox.put_nowait(system_frame(
-                TOPIC_DISCONNECT, connection.connection_id, _derived_id("app-", connection.ticket.app_key),
-                now_ms, {"reason": "the server is closing this connection"}))
+            frame = system_frame(TOPIC_DISCONNECT, connection.connection_id,
+                                 _derived_id("app-", connection.ticket.app_key), now_ms,
+                                 {"reason": "the server is closing this connection"})
+            connection.system_frames[frame["headers"]["messageId"]] = TOPIC_DISCONNECT
+            connection.outbox.put_nowait(frame)
         connection.outbox.put_nowait(connection.closing)
 
     def _expire(self) -> None:
