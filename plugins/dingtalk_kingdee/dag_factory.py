@@ -6,18 +6,29 @@ The tasks only wire hooks, staging and the run's parameters to ``pipeline``; no 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pendulum
-from airflow.sdk import DAG, CronDataIntervalTimetable, Param, chain, get_current_context, task
+from airflow.sdk import (
+    DAG,
+    Asset,
+    AssetOrTimeSchedule,
+    AssetWatcher,
+    CronDataIntervalTimetable,
+    Param,
+    chain,
+    get_current_context,
+    task,
+)
 from sqlalchemy.engine import Engine
 
 from dingtalk_kingdee import pipeline, staging
 from dingtalk_kingdee.errors import SchemeError
 from dingtalk_kingdee.notifications import DingTalkRobotNotifier
+from dingtalk_kingdee.pipeline.event_claims import claims_of_events
 from dingtalk_kingdee.scheme import Scheme, load_schemes_apart
 from dingtalk_kingdee.settings import get_settings
 
@@ -56,9 +67,44 @@ up in Kingdee by `{match_field}` before anything is sent again.
 - `replay_rejected`: transform every rejected and refused claim again (after a fix in Kingdee), then load.
   A value-map or mapping change needs none: the next run retries the claims rejected for a value map.
 
+{events_doc}
 **Backfill** from the UI (Backfill) or `airflow backfill create --dag-id {dag_id} --from-date ... --to-date ...`.
 Rejected claims and their reasons are in the `report` task log and table `dk_rejects`.
 """
+
+
+EVENTS_DOC = """\
+**Event mode is on.** The DAG also runs on DingTalk approval events (Stream mode, asset `{asset}`, watched
+in the triggerer by `ApprovalEventTrigger` on connection `{dingtalk_conn_id}`): a claim's finish event
+starts a run that reads and bills exactly the claims its events name, within a minute of the approval.
+The hourly runs then list new claims every {listing_every_hours} h and read a claim whose event never came
+{safety_reread_hours} h after it was listed (then doubling up to {safety_reread_cap_hours} h); the
+look-back sweep runs every {sweep_every_days} days. The run's trigger and its events are in the `plan` and
+`report` logs.
+"""
+
+# Airflow's run type of a run created from asset events (the scheduler's DagRunType.ASSET_TRIGGERED).
+ASSET_TRIGGERED = "asset_triggered"
+
+
+def approval_asset(scheme: Scheme) -> Asset:
+    """The asset the scheme's approval events update: one per scheme, watched by the approval event
+    trigger of its DingTalk app and process code. ``x-`` URIs are left as written by Airflow."""
+    from dingtalk_kingdee.events.trigger import ApprovalEventTrigger
+
+    name = f"dingtalk_approvals__{scheme.id}"
+    trigger = ApprovalEventTrigger(dingtalk_conn_id=scheme.source.dingtalk_conn_id,
+                                   process_code=scheme.source.process_code)
+    return Asset(name=name, uri=f"x-dingtalk-approvals://{scheme.id}",
+                 watchers=[AssetWatcher(name=name, trigger=trigger)])
+
+
+def scheme_event_payloads(triggering_asset_events: Mapping[Any, Sequence[Any]] | None, asset: Asset) -> list:
+    """The payloads of the run's triggering events of ``asset`` (other assets' events are not this
+    scheme's); each asset event's ``extra`` is ``{"from_trigger": True, "payload": {...}}``."""
+    if not triggering_asset_events:
+        return []
+    return [(getattr(event, "extra", None) or {}).get("payload") for event in triggering_asset_events.get(asset, [])]
 
 
 def _window_time(value: object, default: datetime | None, what: str) -> datetime:
@@ -79,7 +125,8 @@ def _window_param(title: str, description: str) -> Param:
 
 
 def plan_run(scheme: Scheme, run_id: str, params: Mapping[str, Any], data_interval_end: datetime | None,
-             run_after: datetime | None, run_type: str | None = None) -> pipeline.Run:
+             run_after: datetime | None, run_type: str | None = None,
+             event_payloads: Iterable[object] | None = None) -> pipeline.Run:
     """What this run was asked to do, from its trigger-form parameters and its dates. Computed once,
     by the ``plan`` task; every step works to the same plan.
 
@@ -87,6 +134,8 @@ def plan_run(scheme: Scheme, run_id: str, params: Mapping[str, Any], data_interv
     without a logical date has no data interval) at the run's ``run_after``: the time it was due,
     stored on the run, so a cleared plan task computes the same window again. Never the clock.
     A scheduled run with no window and no claims named is ``scheduled``: it lists incrementally.
+    ``event_payloads`` (an event-triggered run's approval events) name the claims the run syncs; an
+    event run never lists, even when its events name nothing to read.
     """
     end = _window_time(params.get("window_end"), data_interval_end or run_after, "window_end")
     start = _window_time(params.get("window_start"), end - timedelta(days=scheme.source.lookback_days),
@@ -94,6 +143,11 @@ def plan_run(scheme: Scheme, run_id: str, params: Mapping[str, Any], data_interv
     if start >= end:
         raise ValueError(f"window_start {pipeline.china_time(start)} is not before window_end "
                          f"{pipeline.china_time(end)} (China time)")
+    if event_payloads is not None:
+        claims = claims_of_events(event_payloads, scheme.source.process_code)
+        return pipeline.Run(run_id=run_id, window_start=start, window_end=end, dry_run=bool(params.get("dry_run")),
+                            instance_ids=claims.to_read, events=claims.events, withdrawn_ids=claims.withdrawn,
+                            trigger=str(run_type or ""))
     return pipeline.Run(
         run_id=run_id,
         window_start=start,
@@ -103,7 +157,31 @@ def plan_run(scheme: Scheme, run_id: str, params: Mapping[str, Any], data_interv
         replay_rejected=bool(params.get("replay_rejected")),
         scheduled=(str(run_type) == "scheduled" and params.get("window_start") in (None, "")
                    and params.get("window_end") in (None, "") and not params.get("instance_ids")),
+        trigger=str(run_type or ""),
     )
+
+
+def _hourly() -> CronDataIntervalTimetable:
+    return CronDataIntervalTimetable("0 * * * *", timezone=TIMEZONE)
+
+
+def _schedule(scheme: Scheme) -> CronDataIntervalTimetable | AssetOrTimeSchedule:
+    """Hourly; with events on, hourly OR the scheme's approval events (an asset-triggered run has no
+    data interval: its plan's "now" is the run's ``run_after``)."""
+    if not scheme.events.enabled:
+        return _hourly()
+    return AssetOrTimeSchedule(timetable=_hourly(), assets=approval_asset(scheme))
+
+
+def _events_doc(scheme: Scheme) -> str:
+    if not scheme.events.enabled:
+        return ""
+    events = scheme.events
+    return EVENTS_DOC.format(asset=approval_asset(scheme).name, dingtalk_conn_id=scheme.source.dingtalk_conn_id,
+                             listing_every_hours=events.listing_every_hours,
+                             safety_reread_hours=events.safety_reread_hours,
+                             safety_reread_cap_hours=events.safety_reread_cap_hours,
+                             sweep_every_days=events.sweep_every_days)
 
 
 def _engine() -> Engine:
@@ -119,6 +197,7 @@ def build_dag(scheme: Scheme) -> DAG:
         title=scheme.title, description=scheme.description or "", process_code=scheme.source.process_code,
         lookback_days=scheme.source.lookback_days, form_id=scheme.target.form_id,
         kingdee_conn_id=scheme.target.kingdee_conn_id, match_field=scheme.target.match_field, dag_id=dag_id,
+        events_doc=_events_doc(scheme),
     )
     settings = get_settings()
     default_args = {
@@ -133,7 +212,7 @@ def build_dag(scheme: Scheme) -> DAG:
         dag_id=dag_id,
         description=scheme.title,
         doc_md=doc,
-        schedule=CronDataIntervalTimetable("0 * * * *", timezone=TIMEZONE),
+        schedule=_schedule(scheme),
         start_date=pendulum.datetime(2024, 1, 1, tz=TIMEZONE),
         catchup=False,
         max_active_runs=1,
@@ -160,9 +239,13 @@ def build_dag(scheme: Scheme) -> DAG:
         def plan() -> dict:
             ctx = get_current_context()
             dag_run = ctx["dag_run"]
+            run_type = getattr(dag_run, "run_type", None)
+            payloads = None
+            if str(run_type) == ASSET_TRIGGERED:
+                payloads = scheme_event_payloads(ctx.get("triggering_asset_events"), approval_asset(scheme))
             run = plan_run(scheme, dag_run.run_id, ctx["params"], ctx.get("data_interval_end"), dag_run.run_after,
-                           getattr(dag_run, "run_type", None))
-            log.info("plan: %s", run.window_text())
+                           run_type, event_payloads=payloads)
+            log.info("plan: %s (trigger: %s)", run.window_text(), run.trigger or "unknown")
             return run.to_xcom()
 
         @task(task_id="extract")

@@ -204,6 +204,29 @@ class SourceSpec(_Strict):
     monthly_call_budget: int = Field(default=5000, ge=0)
 
 
+class EventsSpec(_Strict):
+    """DingTalk Stream events (``bpms_instance_change``) as a second schedule of the scheme's DAG.
+
+    With events on, a claim's first read is its finish event; the hourly run lists new claims every
+    ``listing_every_hours`` and gives each a safety read after ``safety_reread_hours`` (doubling up to
+    ``safety_reread_cap_hours``) so that a lost event is still caught; the look-back sweep runs every
+    ``sweep_every_days``. docs/schemes.md, "events", says why these defaults.
+    """
+
+    enabled: bool = False
+    listing_every_hours: int = Field(default=6, ge=1, le=24)
+    safety_reread_hours: int = Field(default=48, ge=1, le=30 * 24)
+    safety_reread_cap_hours: int = Field(default=192, ge=1, le=30 * 24)
+    sweep_every_days: int = Field(default=7, ge=1, le=30)
+
+    @model_validator(mode="after")
+    def _cap_not_below_first(self) -> EventsSpec:
+        if self.safety_reread_cap_hours < self.safety_reread_hours:
+            raise ValueError(f"safety_reread_cap_hours ({self.safety_reread_cap_hours}) is below "
+                             f"safety_reread_hours ({self.safety_reread_hours})")
+        return self
+
+
 class TargetSpec(_Strict):
     kingdee_conn_id: str = "kingdee_default"
     form_id: str = "AP_PAYBILL"
@@ -318,6 +341,7 @@ class Scheme(_Strict):
     rejects: RejectRules = Field(default_factory=RejectRules)
     payee: PayeeSpec = Field(default_factory=PayeeSpec)
     write_back: WriteBackSpec = Field(default_factory=WriteBackSpec)
+    events: EventsSpec = Field(default_factory=EventsSpec)
     # Filled by the loader: value-map name → {key: value}; and where the scheme came from.
     maps: dict[str, dict[str, str]] = Field(default_factory=dict)
     path: str = ""

@@ -32,8 +32,9 @@ def metered(counts: Mapping[str, int]) -> int:
 
 def ledger_time(run: Run) -> datetime:
     """When this run's calls count: a scheduled run's interval end (it runs right after it, and a
-    benchmark's simulated month uses it), else the clock (a backfill of last month spends this month's)."""
-    if run.scheduled and run.window_end is not None:
+    benchmark's simulated month uses it), an event-triggered run's ``run_after`` (its window end, when
+    its events came), else the clock (a backfill of last month spends this month's)."""
+    if (run.scheduled or run.event_triggered) and run.window_end is not None:
         return run.window_end
     return datetime.now(UTC)
 

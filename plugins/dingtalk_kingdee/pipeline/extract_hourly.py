@@ -9,7 +9,11 @@
    hour is nearly always still running); one found by the sweep (the hourly path missed it) is read now.
 3. Claims are read when due: after each read that finds a claim still running the wait doubles
    (1 h, 2 h, 4 h ...) up to ``reread_cap_hours``; a final claim is never read again.
-4. Within the month's budget (``monthly_call_budget``), in this order of sacrifice: the sweep is
+4. With events on (``scheme.events``) a claim's first read is its finish event (``extract_events``):
+   the listing runs every ``events.listing_every_hours``, a listed claim is first read only after
+   ``events.safety_reread_hours`` (a safety read, in case its event was lost), waits then double up to
+   ``events.safety_reread_cap_hours``, and the sweep comes every ``events.sweep_every_days``.
+5. Within the month's budget (``monthly_call_budget``), in this order of sacrifice: the sweep is
    skipped near the budget, then re-reads of claims waiting at the cap, then other re-reads (longest
    waits first); first reads of new claims go last. At the budget the run makes no metered call.
 """
@@ -35,16 +39,35 @@ FIRST_INTERVAL = timedelta(hours=1)
 SWEEP_GAP = timedelta(hours=20)
 
 
-def sweep_due(now: datetime, mark: Watermark | None, sweep_hour: int | None) -> bool:
+def read_intervals(scheme: Scheme) -> tuple[timedelta, timedelta]:
+    """(wait before a listed claim's first read, longest wait between reads): with events on, the
+    safety intervals (the finish event brings the claim; these reads only catch a lost event)."""
+    if scheme.events.enabled:
+        return (timedelta(hours=scheme.events.safety_reread_hours),
+                timedelta(hours=scheme.events.safety_reread_cap_hours))
+    return FIRST_INTERVAL, timedelta(hours=scheme.source.reread_cap_hours)
+
+
+def sweep_due(now: datetime, mark: Watermark | None, sweep_hour: int | None, every_days: int = 1) -> bool:
     """Whether this run sweeps the whole look-back: the first run at or after ``sweep_hour`` (China
-    time) of a day whose sweep has not been made (a missed night is made up at the next run)."""
+    time) of a day whose sweep has not been made (a missed night is made up at the next run), once
+    every ``every_days``."""
     if sweep_hour is None or mark is None:
         return False
     local = now.astimezone(CHINA)
     last_slot = local.replace(hour=sweep_hour, minute=0, second=0, microsecond=0)
     if last_slot > local:
         last_slot -= timedelta(days=1)
-    return mark.swept_at is None or (mark.swept_at < last_slot and now - mark.swept_at >= SWEEP_GAP)
+    gap = SWEEP_GAP + timedelta(days=every_days - 1)
+    return mark.swept_at is None or (mark.swept_at < last_slot and now - mark.swept_at >= gap)
+
+
+def listing_due(now: datetime, mark: Watermark | None, scheme: Scheme) -> bool:
+    """Whether an hourly run lists from the watermark: always, unless events are on and the last
+    listing was less than ``events.listing_every_hours`` ago."""
+    if mark is None or not scheme.events.enabled:
+        return True
+    return now - mark.listed_until >= timedelta(hours=scheme.events.listing_every_hours)
 
 
 def extract_hourly(scheme: Scheme, dingtalk: DingTalkClient, engine: Engine, run: Run, answers: Answers,
@@ -52,11 +75,11 @@ def extract_hourly(scheme: Scheme, dingtalk: DingTalkClient, engine: Engine, run
     if run.window_end is None or run.window_start is None:
         raise ValueError("a scheduled extract needs its interval (window_start, window_end)")
     now, source = run.window_end, scheme.source
-    cap = timedelta(hours=source.reread_cap_hours)
+    first, cap = read_intervals(scheme)
     schedule = ReadSchedule(engine, scheme.id)
     budget = CallBudget.of(engine, scheme, run)
     mark = schedule.watermark()
-    sweep = sweep_due(now, mark, source.sweep_hour)
+    sweep = sweep_due(now, mark, source.sweep_hour, scheme.events.sweep_every_days if scheme.events.enabled else 1)
     if sweep and budget.near():
         log.warning("extract: daily sweep skipped: %d of the month's %d DingTalk calls are spent",
                     budget.used_before, budget.budget)
@@ -69,7 +92,12 @@ def extract_hourly(scheme: Scheme, dingtalk: DingTalkClient, engine: Engine, run
 
     listed: list[str] = []
     complete = budget.remaining() > 0
-    if complete:
+    listing = sweep or listing_due(now, mark, scheme)
+    counts["listing"] = listing
+    if not listing:
+        log.info("extract: no listing this hour (events on: every %d h; the last listing reached %s)",
+                 scheme.events.listing_every_hours, mark.listed_until.isoformat() if mark else "-")
+    elif complete:
         log.info("extract: listing %s claims started in [%s, %s)%s", source.process_code, start.isoformat(),
                  now.isoformat(), " (daily sweep of the look-back window)" if sweep or mark is None else "")
         for instance_id in dingtalk.list_instance_ids(source.process_code, start, now):
@@ -84,15 +112,16 @@ def extract_hourly(scheme: Scheme, dingtalk: DingTalkClient, engine: Engine, run
     else:
         log.warning("extract: the month's DingTalk call budget (%d) is spent: no DingTalk call this run",
                     budget.budget)
+    complete = complete and listing
     new = schedule.unknown_among(listed)
     if sweep or mark is None:
         # Claims the hourly path did not see (or a first run's history) are read now.
-        schedule.schedule_new(new, now - FIRST_INTERVAL, FIRST_INTERVAL)
+        schedule.schedule_new(new, now - first, first)
     else:
-        schedule.schedule_new(new, now, FIRST_INTERVAL)
+        schedule.schedule_new(new, now, first)
     if complete:
         schedule.advance_watermark(now, run.run_id, swept=sweep or mark is None)
-    schedule.schedule_unscheduled(now, FIRST_INTERVAL)
+    schedule.schedule_unscheduled(now, first)
     counts.update(listed=len(listed), new=len(new))
     if sweep and mark is not None and new:
         log.warning("extract: the daily sweep found %d claims the hourly listing missed: %s", len(new), new[:10])
@@ -118,15 +147,16 @@ def extract_hourly(scheme: Scheme, dingtalk: DingTalkClient, engine: Engine, run
         read_claims(dingtalk, ids, answers)
     finally:
         answers.flush()
-        _reschedule(answers, schedule, now, cap)
+        reschedule(answers, schedule, now, cap, first)
     log.info("extract: %d listed (%d new), %d reads due, %s", len(listed), len(new), len(ids), answers.describe())
     return {**counts, **answers.counts()}
 
 
-def _reschedule(answers: Answers, schedule: ReadSchedule, now: datetime, cap: timedelta) -> None:
-    """Final claims leave the schedule; the others wait longer; unreadable ones wait the cap."""
+def reschedule(answers: Answers, schedule: ReadSchedule, now: datetime, cap: timedelta, first: timedelta) -> None:
+    """Final claims leave the schedule; the others wait longer (``first`` if they had no schedule);
+    unreadable ones wait the cap."""
     stored = answers.stored_ids
     final = answers.staged.final_among(stored)
-    schedule.record_reads({i: i in final for i in stored}, now, cap)
+    schedule.record_reads({i: i in final for i in stored}, now, cap, first)
     if answers.unreadable:
         schedule.postpone(answers.unreadable, now + cap)

@@ -1,7 +1,8 @@
 """extract: list the claims of the run's window and store fresh answers for those not yet final.
 
 A scheduled run of a scheme with incremental listing goes through ``extract_hourly`` instead (list
-from the watermark, read what is due). Either way every DingTalk call is written to the call ledger,
+from the watermark, read what is due), an event-triggered run through ``extract_events`` (read the
+claims its approval events name). Either way every DingTalk call is written to the call ledger,
 and a spent monthly quota (90020) stops the DingTalk calls of the run without failing it: what was
 read is stored, and transform, load and report go on.
 """
@@ -16,6 +17,7 @@ from sqlalchemy.engine import Engine
 from dingtalk_kingdee.errors import DingTalkQuotaExhausted, DingTalkUnavailable
 from dingtalk_kingdee.pipeline.call_budget import StepCalls, metered, note_quota_exhausted, quota_back
 from dingtalk_kingdee.pipeline.extract_answers import Answers, read_claims
+from dingtalk_kingdee.pipeline.extract_events import extract_events
 from dingtalk_kingdee.pipeline.extract_hourly import extract_hourly
 from dingtalk_kingdee.pipeline.protocols import DingTalkClient
 from dingtalk_kingdee.pipeline.run import Run
@@ -34,7 +36,9 @@ def extract(scheme: Scheme, dingtalk: DingTalkClient, engine: Engine, run: Run) 
     answers = Answers(SchemeStaging(engine, scheme.id), run.run_id)
     counts: dict = {}
     try:
-        if run.scheduled and not run.instance_ids and scheme.source.listing == "incremental":
+        if run.event_triggered:
+            counts = extract_events(scheme, dingtalk, engine, run, answers)
+        elif run.scheduled and not run.instance_ids and scheme.source.listing == "incremental":
             counts = extract_hourly(scheme, dingtalk, engine, run, answers, calls)
         else:
             counts = _extract_window(scheme, dingtalk, run, answers)
@@ -58,7 +62,7 @@ def _extract_window(scheme: Scheme, dingtalk: DingTalkClient, run: Run, answers:
     still unfinished that the window does not cover. Listing, the staging check and the detail calls
     form one stream: details of the first pages are fetched while later pages are still listed."""
     staged = answers.staged
-    if run.instance_ids:
+    if run.instance_ids is not None:
         source: Iterable[str] = run.instance_ids
         log.info("extract: %d claims named by the run", len(run.instance_ids))
     else:
@@ -97,7 +101,7 @@ def _extract_window(scheme: Scheme, dingtalk: DingTalkClient, run: Run, answers:
     # window) are still read until they are final, concurrently like the others. One that DingTalk
     # refuses to show is reported and read again next run; it never holds up the others.
     stale: list[str] = []
-    if not run.instance_ids:
+    if run.instance_ids is None:
         listed_ids = set(listed)
         stale = [i for i in staged.unfinished_claims() if i not in listed_ids]
     read_claims(dingtalk, stale, answers)

@@ -49,14 +49,16 @@ def report(scheme: Scheme, engine: Engine, run: Run, step_counts: dict | None = 
     Returns the summary as plain values (money as text) with the log lines as ``text``.
     """
     staged = SchemeStaging(engine, scheme.id)
-    found = staged.summary(run_id=None if run.instance_ids else run.run_id, instance_ids=run.instance_ids)
+    named = run.instance_ids is not None
+    found = staged.summary(run_id=None if named else run.run_id, instance_ids=run.instance_ids)
     dry = " — DRY RUN, nothing written to Kingdee" if run.dry_run else ""
     head, body, problems = summary_lines(scheme, found, f"Run summary for scheme {scheme.id} ({run.run_id}){dry}",
                                          run.window_text(), step_counts)
     currency = bill_currency(scheme)
     path = _report_path(report_dir or get_settings().var_dir / "reports", scheme.id, run.run_id)
     calls = call_summary(engine, scheme, run)
-    head = [*head, call_line(calls)]
+    events = event_counter(run)
+    head = [*head, event_line(events), call_line(calls)]
     _write(path, [*head, *body])
     lines = [*head, *body[:max_listed]]
     if len(body) > max_listed:
@@ -67,8 +69,9 @@ def report(scheme: Scheme, engine: Engine, run: Run, step_counts: dict | None = 
         log.info(line)
 
     summary = found.to_dict()
-    summary["scope"] = (f"claims named by the run: {len(run.instance_ids)}" if run.instance_ids
+    summary["scope"] = (f"claims named by the run: {len(run.instance_ids)}" if named
                         else "claims the run listed or whose bill it moved")
+    summary["events"] = events
     summary["currency"] = currency
     summary["needs_a_person"] = _claims_per_code(problems)
     summary["rejected_claims"] = [
@@ -119,9 +122,25 @@ def summary_lines(scheme: Scheme, found: Summary, title: str, window: str | None
     return lines, [f"    {p.line()}" for p in problems], problems
 
 
+def event_counter(run: Run) -> dict:
+    """The run's trigger and, for an event-triggered run, the approval events it received and the
+    distinct claims they named (``withdrawn``: named only by terminate/delete events, not read)."""
+    if not run.event_triggered:
+        return {"trigger": run.trigger or "unknown", "received": 0, "claims": 0, "withdrawn": 0}
+    return {"trigger": run.trigger or "asset_triggered", "received": run.events,
+            "claims": len(run.instance_ids or ()) + len(run.withdrawn_ids), "withdrawn": len(run.withdrawn_ids)}
+
+
+def event_line(events: dict) -> str:
+    if not events["received"] and not events["claims"]:
+        return f"  trigger: {events['trigger']}; events: none"
+    return (f"  trigger: {events['trigger']}; events: {events['received']} received, {events['claims']} claims "
+            f"named ({events['withdrawn']} withdrawn or deleted: not read)")
+
+
 def _command(scheme: Scheme, run: Run) -> str:
     """The one-line command that lists this run's problems again from staging."""
-    scope = (" --instance-ids " + " ".join(run.instance_ids) if run.instance_ids
+    scope = (" --instance-ids " + " ".join(run.instance_ids) if run.instance_ids is not None
              else f" --run '{run.run_id}'")
     return f"python -m dingtalk_kingdee.reports --scheme {scheme.id}{scope}"
 

@@ -23,7 +23,10 @@ class Run:
     given, replaces the listing and limits every step to those claims. ``scheduled``: the DAG's own
     hourly run with no window asked for: with the scheme's incremental listing it lists from the
     stored watermark and reads only the claims due (``window_end`` is its "now"); any other run lists
-    and reads what its window holds.
+    and reads what its window holds. ``events``: the approval events an event-triggered run received
+    (None: the run was not triggered by events); it syncs the claims they name, ``instance_ids`` read
+    and ``withdrawn_ids`` (named only by terminate/delete events) never read. ``trigger``: the run's
+    type as Airflow gave it (scheduled, manual, asset_triggered, backfill).
     """
 
     run_id: str
@@ -33,6 +36,13 @@ class Run:
     instance_ids: tuple[str, ...] | None = None
     replay_rejected: bool = False
     scheduled: bool = False
+    events: int | None = None
+    withdrawn_ids: tuple[str, ...] = ()
+    trigger: str = ""
+
+    @property
+    def event_triggered(self) -> bool:
+        return self.events is not None
 
     def to_xcom(self) -> dict[str, Any]:
         """The plan as plain JSON values (times as ISO 8601 with their offset), for XCom."""
@@ -44,10 +54,16 @@ class Run:
             "instance_ids": list(self.instance_ids) if self.instance_ids is not None else None,
             "replay_rejected": self.replay_rejected,
             "scheduled": self.scheduled,
+            "events": self.events,
+            "withdrawn_ids": list(self.withdrawn_ids),
+            "trigger": self.trigger,
         }
 
     def window_text(self) -> str:
         """The effective window in China time, as the run log states it."""
+        if self.event_triggered:
+            return (f"the claims named by {self.events} approval events: {len(self.instance_ids or ())} to read, "
+                    f"{len(self.withdrawn_ids)} withdrawn or deleted (no listing window)")
         if self.instance_ids is not None:
             return f"the {len(self.instance_ids)} named claims (no listing window)"
         text = (f"claims started from {china_time(self.window_start)} to {china_time(self.window_end)} "
@@ -68,6 +84,9 @@ class Run:
             instance_ids=tuple(ids) if ids is not None else None,
             replay_rejected=bool(plan.get("replay_rejected")),
             scheduled=bool(plan.get("scheduled")),
+            events=None if plan.get("events") is None else int(plan["events"]),
+            withdrawn_ids=tuple(plan.get("withdrawn_ids") or ()),
+            trigger=str(plan.get("trigger") or ""),
         )
 
 

@@ -265,12 +265,19 @@ class SchemeStaging:
     def final_among(self, instance_ids: Iterable[str]) -> set[str]:
         """Those of ``instance_ids`` already stored in a final state (never fetched again). An id holding
         a NUL is never stored (``store_answers``), so never final; PostgreSQL refuses it as a value."""
+        return self._stored_among(instance_ids, final=True)
+
+    def unfinished_among(self, instance_ids: Iterable[str]) -> set[str]:
+        """Those of ``instance_ids`` stored while not yet final."""
+        return self._stored_among(instance_ids, final=False)
+
+    def _stored_among(self, instance_ids: Iterable[str], final: bool) -> set[str]:
         found: set[str] = set()
         with self.engine.connect() as conn:
             for part in chunked([i for i in instance_ids if "\x00" not in i], IN_CHUNK):
                 found.update(conn.execute(sa.select(instances.c.instance_id).where(
                     instances.c.scheme_id == self.scheme_id, instances.c.instance_id.in_(part),
-                    instances.c.is_final.is_(True),
+                    instances.c.is_final.is_(final),
                 )).scalars())
         return found
 

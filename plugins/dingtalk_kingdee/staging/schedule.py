@@ -17,6 +17,13 @@ from sqlalchemy.engine import Engine
 from dingtalk_kingdee.staging.repository import IN_CHUNK, _insert_rows, chunked
 from dingtalk_kingdee.staging.tables import instances, listing_watermarks, read_schedule
 
+# The next read of a claim closed by a terminate/delete event: never (it stays known, so neither the
+# listing nor the sweep takes it for a new claim).
+NEVER = datetime(9999, 1, 1, tzinfo=UTC)
+# DingTalk lists instances started at most 365 days ago: a closed claim older than that is never listed
+# again and its row can go.
+CLOSED_KEPT = timedelta(days=366)
+
 
 @dataclass(frozen=True)
 class Watermark:
@@ -137,9 +144,10 @@ class ReadSchedule:
             return [DueRead(r.instance_id, r.reads, timedelta(seconds=r.interval_s), _aware(r.listed_at))
                     for r in conn.execute(query)]
 
-    def record_reads(self, finished: Mapping[str, bool], now: datetime, cap: timedelta) -> None:
+    def record_reads(self, finished: Mapping[str, bool], now: datetime, cap: timedelta,
+                     first_interval: timedelta = timedelta(hours=1)) -> None:
         """After reading: a final claim leaves the schedule; one still running waits twice as long as
-        last time (at most ``cap``)."""
+        last time (at most ``cap``), or ``first_interval`` if it had no schedule yet (read by name)."""
         done = [i for i, final in finished.items() if final]
         running = [i for i, final in finished.items() if not final]
         cap_s = int(cap.total_seconds())
@@ -160,9 +168,9 @@ class ReadSchedule:
                              next_read_at=now + timedelta(seconds=interval)))
                 missing = set(part) - {r.instance_id for r in rows}
                 _insert_rows(conn, read_schedule, [
-                    {"scheme_id": self.scheme_id, "instance_id": i, "next_read_at": now + timedelta(hours=1),
-                     "interval_s": 3600, "reads": 1, "listed_at": now} for i in missing],
-                    ("scheme_id", "instance_id"))
+                    {"scheme_id": self.scheme_id, "instance_id": i, "next_read_at": now + first_interval,
+                     "interval_s": int(first_interval.total_seconds()), "reads": 1, "listed_at": now}
+                    for i in missing], ("scheme_id", "instance_id"))
 
     def postpone(self, instance_ids: Iterable[str], until: datetime) -> None:
         """Keep these claims due no earlier than ``until`` (a claim DingTalk refused to show)."""
@@ -171,6 +179,19 @@ class ReadSchedule:
                 conn.execute(read_schedule.update().where(
                     read_schedule.c.scheme_id == self.scheme_id, read_schedule.c.instance_id.in_(part))
                     .values(next_read_at=_utc(until)))
+
+    def close(self, instance_ids: Iterable[str], now: datetime) -> int:
+        """Claims a terminate/delete event named: never read again, but kept known (a listing or sweep
+        finding them again does not schedule them); rows closed more than ``CLOSED_KEPT`` ago go.
+        Returns how many rows were added."""
+        ids = list(dict.fromkeys(instance_ids))
+        self.postpone(ids, NEVER)
+        added = self._schedule(ids, NEVER, timedelta(0), now)
+        with self.engine.begin() as conn:
+            conn.execute(read_schedule.delete().where(
+                read_schedule.c.scheme_id == self.scheme_id, read_schedule.c.next_read_at == NEVER,
+                read_schedule.c.listed_at < _utc(now) - CLOSED_KEPT))
+        return added
 
     def scheduled_count(self) -> int:
         with self.engine.connect() as conn:

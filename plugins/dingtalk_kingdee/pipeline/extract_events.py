@@ -1,0 +1,54 @@
+"""The extract of an event-triggered run: read the claims its approval events name, nothing else.
+
+No listing: a finish event's claim is read once (unless staging already holds it final: a duplicated
+or redelivered event costs no call), and its read updates the read schedule, so a claim read final
+leaves it and the hourly path never reads it again. A claim named only by terminate/delete events is
+not read (nothing about it can become payable): it is closed in the read schedule, known but never
+due. Only a withdrawn claim staging already holds as running is read, once, so that staging shows it
+final instead of running for ever.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy.engine import Engine
+
+from dingtalk_kingdee.pipeline.extract_answers import Answers, read_claims
+from dingtalk_kingdee.pipeline.extract_hourly import read_intervals, reschedule
+from dingtalk_kingdee.pipeline.protocols import DingTalkClient
+from dingtalk_kingdee.pipeline.run import Run
+from dingtalk_kingdee.scheme import Scheme
+from dingtalk_kingdee.staging import ReadSchedule
+
+log = logging.getLogger(__name__)
+
+
+def extract_events(scheme: Scheme, dingtalk: DingTalkClient, engine: Engine, run: Run, answers: Answers) -> dict:
+    if run.window_end is None:
+        raise ValueError("an event-triggered extract needs its time (window_end: the run's run_after)")
+    now, staged = run.window_end, answers.staged
+    named: list[str] = []
+    for instance_id in run.instance_ids or ():
+        if "\x00" in instance_id:   # neither staging nor the schedule can hold it: reported, not read
+            answers.unstorable_id(instance_id)
+        else:
+            named.append(instance_id)
+    withdrawn = [i for i in run.withdrawn_ids if "\x00" not in i]
+    final = staged.final_among(named)
+    stored_running = staged.unfinished_among(withdrawn)
+    to_read = [i for i in named if i not in final] + [i for i in withdrawn if i in stored_running]
+    log.info("extract: %s approval events name %d claims to read (%d already final in staging, not read again) "
+             "and %d withdrawn or deleted (%d of them stored as running: read once)", run.events, len(named),
+             len(final), len(withdrawn), len(stored_running))
+    schedule = ReadSchedule(engine, scheme.id)
+    first, cap = read_intervals(scheme)
+    try:
+        read_claims(dingtalk, to_read, answers)
+    finally:
+        answers.flush()
+        reschedule(answers, schedule, now, cap, first)
+        schedule.close([i for i in withdrawn if i not in stored_running], now)
+    log.info("extract: %s", answers.describe())
+    return {"events": run.events, "named": len(named), "already_final": len(final), "withdrawn": len(withdrawn),
+            **answers.counts()}

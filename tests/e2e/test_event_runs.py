@@ -1,0 +1,137 @@
+"""Event mode against the emulators: runs named by approval events, and the hourly runs beside them."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from dk_emulators.dingtalk.seed import SeedClaim
+
+from dingtalk_kingdee import pipeline
+from dingtalk_kingdee.china_time import CHINA
+from dingtalk_kingdee.dag_factory import plan_run
+from dingtalk_kingdee.pipeline.call_budget import metered
+from dingtalk_kingdee.scheme import EventsSpec, Scheme
+from dingtalk_kingdee.staging import ReadSchedule
+
+PARAMS = {"dry_run": False, "window_start": None, "window_end": None, "instance_ids": [], "replay_rejected": False}
+GET = "processinstance/get"
+
+
+def with_events(scheme: Scheme, **settings) -> Scheme:
+    return scheme.model_copy(update={"events": EventsSpec(enabled=True, **settings)})
+
+
+def payload(claim, kind: str = "finish") -> dict:
+    instance = claim.instance
+    return {"instance_id": claim.instance_id, "business_id": claim.business_id, "type": kind,
+            "result": instance.get("result") or None, "event_id": f"ev-{claim.instance_id}-{kind}",
+            "process_code": instance["process_code"], "finish_time": None}
+
+
+def event_run(world, scheme: Scheme, payloads: list[dict]) -> tuple[dict, dict]:
+    """One event-triggered run of the whole pipeline; (report summary, metered DingTalk calls by API)."""
+    world.runs += 1
+    run = plan_run(scheme, f"asset_triggered__{world.runs}", PARAMS, None, world.now, "asset_triggered",
+                   event_payloads=payloads)
+    dingtalk, kingdee = world.hooks()
+    summary = pipeline.run_all(scheme, dingtalk, kingdee, world.engine, run)
+    return summary, {api: n for api, n in dingtalk.call_counts().items() if api != "gettoken"}
+
+
+def payable(world) -> list:
+    return [c for c in world.seed if c.truth.payable and c.truth.late_approval_at is None]
+
+
+def test_an_event_run_pays_exactly_the_claims_its_events_name(world):
+    scheme = with_events(world.scheme)
+    chosen = payable(world)[:3]
+    assert len(chosen) == 3
+    summary, calls = event_run(world, scheme, [payload(c) for c in chosen])
+    assert sorted(world.bills_by_business_id()) == sorted(c.business_id for c in chosen)
+    assert calls == {GET: 3, "process/instance/comment/add": 3}  # no listing: one read per claim
+    assert summary["events"] == {"trigger": "asset_triggered", "received": 3, "claims": 3, "withdrawn": 0}
+    assert summary["scope"] == "claims named by the run: 3"
+
+
+def test_a_duplicated_or_redelivered_event_pays_once_and_costs_no_second_read(world):
+    scheme = with_events(world.scheme)
+    claim = payable(world)[0]
+    _, calls = event_run(world, scheme, [payload(claim), payload(claim)])
+    assert calls[GET] == 1
+    _, again = event_run(world, scheme, [payload(claim)])
+    assert metered(again) == 0  # staging holds it final and billed: nothing to read, nothing to post
+    assert list(world.bills_by_business_id()) == [claim.business_id]
+    world.assert_no_duplicates()
+
+
+def test_a_refused_claim_gives_no_bill_and_a_withdrawn_one_is_not_even_read(world):
+    scheme = with_events(world.scheme)
+    refused = next(c for c in world.seed if c.truth.final_status == "COMPLETED" and c.truth.final_result == "refuse")
+    withdrawn = next(c for c in world.seed if c.truth.final_status in ("TERMINATED", "CANCELED"))
+    summary, calls = event_run(world, scheme, [payload(refused), payload(withdrawn, "terminate")])
+    assert world.bills() == []
+    assert calls == {GET: 1}
+    assert summary["rejected_by_reason"] == {"not_approved": 1}
+    assert summary["events"]["withdrawn"] == 1
+    # The withdrawn claim is known to the schedule and never due: a later listing does not read it.
+    schedule = ReadSchedule(world.engine, scheme.id)
+    assert schedule.unknown_among([withdrawn.instance_id]) == []
+    assert withdrawn.instance_id not in {d.instance_id for d in schedule.due(world.now + timedelta(days=400))}
+
+
+def test_an_event_run_naming_only_withdrawn_claims_lists_nothing_and_reads_nothing(world):
+    scheme = with_events(world.scheme)
+    withdrawn = next(c for c in world.seed if c.truth.final_status in ("TERMINATED", "CANCELED"))
+    summary, calls = event_run(world, scheme, [payload(withdrawn, "delete")])
+    assert calls == {}
+    assert summary["claims_seen"] == 0
+
+
+def scheduled(world, scheme: Scheme, end) -> dict:
+    dingtalk, kingdee = world.hooks()
+    run = pipeline.Run(run_id=f"scheduled__{end.isoformat()}", window_start=end - timedelta(days=30),
+                       window_end=end, scheduled=True)
+    summary = pipeline.run_all(scheme, dingtalk, kingdee, world.engine, run)
+    return {"extract": summary["steps"]["extract"], "calls": {a: n for a, n in dingtalk.call_counts().items()
+                                                              if a != "gettoken"}}
+
+
+def test_the_hourly_run_in_event_mode_leaves_a_new_claims_first_read_to_its_event(world):
+    scheme = with_events(world.scheme, listing_every_hours=1, safety_reread_hours=48)
+    first_hour = world.now - timedelta(hours=30)
+    scheduled(world, scheme, first_hour)  # the first run reads the history before it
+    new = started_running(world, payable(world)[:3], first_hour + timedelta(minutes=20))
+    hours = [scheduled(world, scheme, first_hour + timedelta(hours=h)) for h in (1, 2, 3)]
+    assert hours[0]["extract"]["new"] >= 3  # with the seed's claims of that hour
+    # Listed, but not read after an hour (nor two): the safety read waits 48 h.
+    assert [h["calls"].get(GET, 0) for h in hours] == [0, 0, 0]
+    schedule = ReadSchedule(world.engine, scheme.id)
+    listed_at = first_hour + timedelta(hours=1)
+    ids = {c.instance_id for c in new}
+    assert {d.instance_id for d in schedule.due(listed_at + timedelta(hours=47))} & ids == set()
+    assert {d.instance_id for d in schedule.due(listed_at + timedelta(hours=48))} >= ids
+
+    # A finish event brings two of them: read once, they leave the schedule; only the third keeps its
+    # safety read (its event was lost, say).
+    for claim in new[:2]:
+        world.dingtalk.set_outcome(claim.instance_id, "COMPLETED", "agree", finish_time=world.now)
+    _, calls = event_run(world, scheme, [payload(c) for c in new[:2]])
+    assert calls[GET] == 2
+    due_later = {d.instance_id for d in schedule.due(listed_at + timedelta(hours=48))}
+    assert due_later & ids == {new[2].instance_id}
+    billed = set(world.bills_by_business_id())
+    assert {c.business_id for c in new} & billed == {c.business_id for c in new[:2]}
+    world.assert_no_duplicates()
+
+
+def started_running(world, models: list, started) -> list:
+    """Copies of ``models`` started at ``started`` and still running, added to the emulator."""
+    copies = []
+    for n, model in enumerate(models):
+        instance = {**model.instance, "process_instance_id": f"ev-new-{n}", "business_id": f"2026112900000{n}",
+                    "create_time": started.astimezone(CHINA).strftime("%Y-%m-%d %H:%M:%S"),
+                    "status": "RUNNING", "result": ""}
+        instance.pop("finish_time", None)
+        copies.append(SeedClaim(instance=instance, truth=model.truth))
+    world.dingtalk.add_instances([c.instance for c in copies])
+    return copies

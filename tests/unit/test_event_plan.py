@@ -1,0 +1,111 @@
+"""An event-triggered run's plan: the claims named by its approval events, from the payloads alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import pendulum
+import pytest
+from airflow.sdk import Asset
+
+from dingtalk_kingdee.dag_factory import plan_run, scheme_event_payloads
+from dingtalk_kingdee.errors import SchemeError
+from dingtalk_kingdee.pipeline import Run
+from dingtalk_kingdee.scheme import load_scheme
+
+ROOT = Path(__file__).resolve().parents[2]
+SCHEME = load_scheme(ROOT / "include" / "schemes" / "expense_to_paybill.yaml")
+CODE = SCHEME.source.process_code
+RUN_AFTER = pendulum.datetime(2026, 3, 5, 10, 17, 42, tz="UTC")
+PARAMS = {"dry_run": False, "window_start": None, "window_end": None, "instance_ids": [], "replay_rejected": False}
+
+
+def event(instance_id: str, kind: str = "finish", result: str | None = "agree", code: str = CODE) -> dict:
+    return {"instance_id": instance_id, "business_id": f"B-{instance_id}", "type": kind, "result": result,
+            "event_id": f"ev-{instance_id}-{kind}", "process_code": code, "finish_time": 1709686862000}
+
+
+def plan(payloads: list) -> Run:
+    return plan_run(SCHEME, "asset_triggered__2026-03-05T10:17:42", PARAMS, None, RUN_AFTER, "asset_triggered",
+                    event_payloads=payloads)
+
+
+def test_the_run_syncs_exactly_the_claims_of_its_events_duplicates_collapsed():
+    run = plan([event("i-2"), event("i-1"), event("i-2"), event("i-3", result="refuse")])
+    assert run.instance_ids == ("i-2", "i-1", "i-3")
+    assert (run.events, run.withdrawn_ids, run.trigger) == (4, (), "asset_triggered")
+    assert run.event_triggered and not run.scheduled
+    assert run.window_end == RUN_AFTER  # no data interval: "now" is when the run was due, never the clock
+
+
+def test_terminate_and_delete_events_name_claims_that_are_not_read_unless_they_also_finished():
+    run = plan([event("i-1", "terminate", None), event("i-2", "delete", None), event("i-3", "terminate", None),
+                event("i-3", "finish", "agree")])
+    assert run.instance_ids == ("i-3",)
+    assert run.withdrawn_ids == ("i-1", "i-2")
+    assert run.events == 4
+
+
+def test_events_of_another_process_code_and_payloads_without_an_instance_id_are_left_out():
+    run = plan([event("i-1"), event("i-9", code="PROC-OTHER"), None, {"type": "finish"}, {"instance_id": " "}])
+    assert run.instance_ids == ("i-1",)
+    assert run.events == 1
+
+
+def test_an_event_run_with_nothing_to_read_names_no_claim_and_never_lists():
+    run = plan([])
+    assert run.instance_ids == () and run.withdrawn_ids == () and run.events == 0
+    assert Run.from_xcom(run.to_xcom()) == run  # () survives XCom: not None, which would mean "list the window"
+    assert "0 approval events" in run.window_text()
+
+
+def test_the_plan_goes_through_xcom_unchanged():
+    run = plan([event("i-1"), event("i-2", "terminate", None)])
+    assert Run.from_xcom(run.to_xcom()) == run
+
+
+def test_runs_not_triggered_by_events_carry_their_trigger_and_no_events():
+    run = plan_run(SCHEME, "scheduled__x", PARAMS, RUN_AFTER, RUN_AFTER, "scheduled")
+    assert (run.events, run.event_triggered, run.trigger, run.scheduled) == (None, False, "scheduled", True)
+
+
+def test_only_the_schemes_own_asset_events_are_taken():
+    ours = Asset(name="dingtalk_approvals__expense_to_paybill", uri="x-dingtalk-approvals://expense_to_paybill")
+    other = Asset(name="dingtalk_approvals__other", uri="x-dingtalk-approvals://other")
+    triggering = {ours: [SimpleNamespace(extra={"from_trigger": True, "payload": event("i-1")}),
+                         SimpleNamespace(extra={"from_trigger": True, "payload": event("i-2")})],
+                  other: [SimpleNamespace(extra={"from_trigger": True, "payload": event("i-9")})]}
+    assert [p["instance_id"] for p in scheme_event_payloads(triggering, ours)] == ["i-1", "i-2"]
+    assert scheme_event_payloads({other: triggering[other]}, ours) == []
+    assert scheme_event_payloads(None, ours) == []
+    # An asset event without a payload (not from the trigger) names nothing.
+    assert plan(scheme_event_payloads({ours: [SimpleNamespace(extra={})]}, ours)).instance_ids == ()
+
+
+def _scheme_with(tmp_path: Path, events_yaml: str) -> Path:
+    text = (ROOT / "include" / "schemes" / "expense_to_paybill.yaml").read_text(encoding="utf-8")
+    folder = tmp_path / "schemes"
+    folder.mkdir()
+    (folder / "expense_to_paybill").symlink_to(ROOT / "include" / "schemes" / "expense_to_paybill")
+    path = folder / "expense_to_paybill.yaml"
+    path.write_text(text + "\n" + events_yaml, encoding="utf-8")
+    return path
+
+
+def test_events_are_off_unless_the_scheme_turns_them_on(tmp_path):
+    assert SCHEME.events.enabled is False
+    scheme = load_scheme(_scheme_with(tmp_path, "events:\n  enabled: true\n  safety_reread_hours: 24\n"))
+    assert scheme.events.enabled and scheme.events.safety_reread_hours == 24
+    assert scheme.events.safety_reread_cap_hours >= 24
+
+
+@pytest.mark.parametrize(("events_yaml", "message"), [
+    ("events:\n  enabled: true\n  polling: 5\n", "events.polling: Extra inputs are not permitted"),
+    ("events:\n  safety_reread_hours: 100\n  safety_reread_cap_hours: 50\n", "events: .*below safety_reread_hours"),
+    ("events:\n  listing_every_hours: 0\n", "events.listing_every_hours"),
+    ("events:\n  enabled: maybe\n", "events.enabled"),
+])
+def test_a_wrong_events_setting_is_refused_naming_the_key(tmp_path, events_yaml, message):
+    with pytest.raises(SchemeError, match=message):
+        load_scheme(_scheme_with(tmp_path, events_yaml))
