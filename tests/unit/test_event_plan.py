@@ -109,3 +109,50 @@ def test_events_are_off_unless_the_scheme_turns_them_on(tmp_path):
 def test_a_wrong_events_setting_is_refused_naming_the_key(tmp_path, events_yaml, message):
     with pytest.raises(SchemeError, match=message):
         load_scheme(_scheme_with(tmp_path, events_yaml))
+
+
+def _events_dagbag(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, events_yaml: str):
+    from airflow.dag_processing.dagbag import DagBag
+
+    path = _scheme_with(tmp_path, events_yaml)
+    monkeypatch.setenv("DK_SCHEMES_DIR", str(path.parent))
+    bag = DagBag(dag_folder=str(ROOT / "dags"))
+    assert bag.import_errors == {}
+    return bag.dags["dingtalk_kingdee_expense_to_paybill"]
+
+
+def test_with_events_on_the_dag_runs_hourly_or_on_its_approval_events(tmp_path, monkeypatch):
+    from airflow.sdk import AssetOrTimeSchedule, CronDataIntervalTimetable
+
+    from dingtalk_kingdee.events.trigger import ApprovalEventTrigger
+
+    dag = _events_dagbag(tmp_path, monkeypatch, "events:\n  enabled: true\n")
+    assert isinstance(dag.timetable, AssetOrTimeSchedule)
+    hourly = dag.timetable.timetable
+    assert isinstance(hourly, CronDataIntervalTimetable) and hourly.expression == "0 * * * *"
+    asset = dag.timetable.asset_condition
+    assert isinstance(asset, Asset)
+    assert (asset.name, asset.uri) == ("dingtalk_approvals__expense_to_paybill",
+                                       "x-dingtalk-approvals://expense_to_paybill")
+    [watcher] = asset.watchers
+    assert isinstance(watcher.trigger, ApprovalEventTrigger)
+    assert watcher.trigger.serialize()[1] == {"dingtalk_conn_id": SCHEME.source.dingtalk_conn_id,
+                                              "process_code": CODE}
+    # What the scheduler and the triggerer get: the serialized DAG names the trigger class and its kwargs.
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    serialized = DagSerialization.to_dict(dag)["dag"]["timetable"]["__var"]
+    assert serialized["asset_condition"]["watchers"][0]["trigger"] == {
+        "classpath": "dingtalk_kingdee.events.trigger.ApprovalEventTrigger",
+        "kwargs": {"dingtalk_conn_id": SCHEME.source.dingtalk_conn_id, "process_code": CODE}}
+    assert "Event mode is on" in dag.doc_md
+    assert [t.task_id for t in dag.topological_sort()] == ["plan", "extract", "transform", "load", "write_back",
+                                                           "report"]
+
+
+def test_with_events_off_the_dag_keeps_its_hourly_timetable(tmp_path, monkeypatch):
+    from airflow.sdk import CronDataIntervalTimetable
+
+    dag = _events_dagbag(tmp_path, monkeypatch, "events:\n  enabled: false\n")
+    assert isinstance(dag.timetable, CronDataIntervalTimetable) and dag.timetable.expression == "0 * * * *"
+    assert "Event mode" not in dag.doc_md
