@@ -14,6 +14,8 @@ from dk_emulators.dingtalk import CHINA_TZ, DingTalkEmulator
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
+from tests.fixtures.dingtalk_stream import stream_state, wait_until
+
 PROCESS_CODE = "PROC-EXPENSE-DEMO"
 EVENTS = [{"type": "EVENT", "topic": "*"}]
 
@@ -74,14 +76,6 @@ def ack(ws: ClientConnection, frame: dict, code: int = 200, data: str = "{}") ->
                         "message": "OK" if code == 200 else "failed", "data": data}))
 
 
-def wait_for(condition, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.02)
-
-
 @pytest.fixture
 def emulator() -> DingTalkEmulator:
     emulator = DingTalkEmulator(instances=[running_instance("PI-1"), running_instance("PI-2")],
@@ -97,10 +91,6 @@ def approve(emulator: DingTalkEmulator, instance_id: str, result: str = "agree")
     assert answer.json()["ok"], answer.text
 
 
-def stream_state(emulator: DingTalkEmulator) -> dict:
-    return requests.get(f"{emulator.base_url}/_emulator/stream", timeout=10).json()
-
-
 # ------------------------------------------------------------------------------ connecting
 def test_open_answers_a_local_endpoint_and_a_single_use_ticket(emulator):
     answer = open_call(emulator)
@@ -109,7 +99,7 @@ def test_open_answers_a_local_endpoint_and_a_single_use_ticket(emulator):
     assert opened["endpoint"] == f"ws://127.0.0.1:{emulator.base_url.rsplit(':', 1)[1]}/v1.0/gateway/stream"
     assert opened["ticket"]
     with connect(socket_url(answer)) as ws:
-        wait_for(lambda: stream_state(emulator)["open_connections"] == 1)
+        wait_until(lambda: stream_state(emulator)["open_connections"] == 1)
         assert ws.protocol.state.name == "OPEN"
     with pytest.raises(InvalidStatus):
         connect(socket_url(answer), open_timeout=5)
@@ -139,7 +129,7 @@ def test_ping_frames_come_at_the_configured_interval_and_acks_are_recorded(emula
         ack(ws, ping, data=ping["data"])
         second = next_frame(ws, kind="SYSTEM")
         assert second["headers"]["messageId"] != ping["headers"]["messageId"]
-        wait_for(lambda: stream_state(emulator)["pongs"] >= 1)
+        wait_until(lambda: stream_state(emulator)["pongs"] >= 1)
 
 
 # ------------------------------------------------------------------------------ events
@@ -198,7 +188,7 @@ def test_an_unacked_event_is_delivered_again_with_the_same_message_id(emulator):
         assert again["headers"]["messageId"] == first["headers"]["messageId"]
         assert again["data"] == first["data"]
         ack(ws, again)
-        wait_for(lambda: stream_state(emulator)["acked"] == 1)
+        wait_until(lambda: stream_state(emulator)["acked"] == 1)
     state = stream_state(emulator)
     assert state["born"] == 1 and state["delivered"] == 1 and state["redelivered"] >= 1 and state["pending"] == 0
 
@@ -211,7 +201,7 @@ def test_an_event_acked_with_another_code_is_delivered_again(emulator):
         again = next_frame(ws)
         assert again["headers"]["messageId"] == first["headers"]["messageId"]
         ack(ws, again)
-        wait_for(lambda: stream_state(emulator)["acked"] == 1)
+        wait_until(lambda: stream_state(emulator)["acked"] == 1)
     assert stream_state(emulator)["nacked"] == 1
 
 
@@ -247,7 +237,7 @@ def test_an_event_unacked_when_the_socket_closed_comes_again_on_the_next_connect
 
 def test_connections_of_an_app_share_its_events_round_robin(emulator):
     with connect_stream(emulator) as one, connect_stream(emulator) as two:
-        wait_for(lambda: stream_state(emulator)["open_connections"] == 2)
+        wait_until(lambda: stream_state(emulator)["open_connections"] == 2)
         approve(emulator, "PI-1")
         approve(emulator, "PI-2")
         got = [json.loads(next_frame(ws)["data"])["processInstanceId"] for ws in (one, two)]
@@ -281,7 +271,7 @@ def test_stream_settings_are_live_and_shown(emulator):
 
 def test_admin_disconnect_sends_the_disconnect_frame_then_closes(emulator):
     with connect_stream(emulator) as ws:
-        wait_for(lambda: stream_state(emulator)["open_connections"] == 1)
+        wait_until(lambda: stream_state(emulator)["open_connections"] == 1)
         answer = requests.post(f"{emulator.base_url}/_emulator/stream/disconnect", timeout=10)
         assert answer.json() == {"ok": True, "connections": 1}
         frame = next_frame(ws, kind="SYSTEM")
@@ -290,7 +280,7 @@ def test_admin_disconnect_sends_the_disconnect_frame_then_closes(emulator):
         with pytest.raises(ConnectionClosed):
             while True:
                 ws.recv(timeout=5)
-    wait_for(lambda: stream_state(emulator)["open_connections"] == 0)
+    wait_until(lambda: stream_state(emulator)["open_connections"] == 0)
 
 
 def test_an_event_within_the_retention_stays_pending(emulator):
@@ -344,13 +334,13 @@ def test_a_dropped_socket_after_n_events_loses_no_event(emulator):
         second = next_frame(ws)
         ack(ws, second)
     assert json.loads(second["data"])["processInstanceId"] == "PI-2"
-    wait_for(lambda: stream_state(emulator)["acked"] == 2)
+    wait_until(lambda: stream_state(emulator)["acked"] == 2)
     assert stream_state(emulator)["dropped_sockets"] == 1
 
 
 def test_admin_drop_closes_every_socket_without_a_disconnect_frame(emulator):
     with connect_stream(emulator) as ws:
-        wait_for(lambda: stream_state(emulator)["open_connections"] == 1)
+        wait_until(lambda: stream_state(emulator)["open_connections"] == 1)
         assert requests.post(f"{emulator.base_url}/_emulator/stream/drop", timeout=10).json()["connections"] == 1
         assert closed_without_disconnect(ws)
 
@@ -364,7 +354,7 @@ def test_a_duplicated_delivery_sends_the_event_twice_with_one_message_id(emulato
         ack(ws, first)
         ack(ws, second)
     assert first["headers"]["messageId"] == second["headers"]["messageId"]
-    wait_for(lambda: stream_state(emulator)["acks_of_settled_events"] == 1)
+    wait_until(lambda: stream_state(emulator)["acks_of_settled_events"] == 1)
     assert stream_state(emulator)["duplicated"] == 1
 
 
