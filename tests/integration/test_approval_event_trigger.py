@@ -13,7 +13,14 @@ from airflow.triggers.shared_stream import AckTimeout, SharedStreamManager
 from dk_emulators.dingtalk import DingTalkEmulator
 
 from dingtalk_kingdee.events.trigger import ApprovalEventTrigger
-from tests.fixtures.dingtalk_stream import eventually, next_of, stream_settings, stream_state, submitted
+from tests.fixtures.dingtalk_stream import (
+    eventually,
+    next_of,
+    stream_fault,
+    stream_settings,
+    stream_state,
+    submitted,
+)
 
 PROC_A = "PROC-A"
 PROC_B = "PROC-B"
@@ -119,6 +126,27 @@ def test_an_event_is_acked_only_once_its_asset_event_is_persisted(
     assert "DingTalk event received: message" in logged and "instance 'A-1' type 'finish'" in logged
     assert "DingTalk approval event for template PROC-A" in logged
     assert emulator.app_secret not in logged
+
+
+def test_an_event_delivered_twice_fires_once_and_is_acked_once(emulator: DingTalkEmulator,
+                                                                dingtalk_conn_id: str) -> None:
+    stream_settings(emulator, stream_redelivery_seconds=30)  # only the duplicate comes twice
+
+    async def scenario() -> None:
+        a = watching(dingtalk_conn_id)
+        emulator.add_instances([submitted("A-5", PROC_A)])
+        await eventually(lambda: stream_state(emulator)["acked"] == 1, what="start acked")
+        stream_fault(emulator, "duplicate", times=1)
+        emulator.set_outcome("A-5", "TERMINATED")
+        await eventually(lambda: stream_state(emulator)["duplicated"] == 1 and len(a.fired) == 1, what="fired")
+        a.manager.confirm_persisted([a.fired[0][1]])
+        await eventually(lambda: pending(emulator) == 0, what="acked")
+        await asyncio.sleep(0.3)
+        assert len(a.fired) == 1 and a.fired[0][0]["type"] == "terminate"
+        assert stream_state(emulator)["acked"] == 2 and stream_state(emulator)["acks_of_settled_events"] == 0
+        await a.stop()
+
+    asyncio.run(scenario())
 
 
 def test_an_unreadable_event_of_the_template_is_refused_and_acked(emulator: DingTalkEmulator,

@@ -15,6 +15,7 @@ from tests.fixtures.dingtalk_stream import (
     eventually,
     next_of,
     stream_admin,
+    stream_fault,
     stream_settings,
     stream_state,
     submitted,
@@ -143,6 +144,25 @@ def test_refused_credentials_are_logged_by_connection_id_and_retried_at_the_cap(
     assert "'dingtalk_stream' refused: HTTP 401" in refusals[0].getMessage()
     assert "trying again in 0 s" in refusals[0].getMessage()  # the cap (0.2 s) without jitter
     assert wrong_secret not in caplog.text
+
+
+@pytest.mark.parametrize(("status", "logged", "level"), [
+    (503, "could not be opened (POST", logging.WARNING), (403, "refused: HTTP 403", logging.ERROR)])
+def test_refused_opens_are_tried_again(dingtalk_emulator: DingTalkEmulator, dingtalk_conn_id: str, status: int,
+                                       logged: str, level: int, caplog: pytest.LogCaptureFixture) -> None:
+    """A passing refusal (5xx) waits the doubling back-off; one of the credentials (4xx) waits the cap."""
+    caplog.set_level(logging.INFO, logger="dingtalk_kingdee")
+    stream_fault(dingtalk_emulator, "refuse_open", status=status, times=2)
+
+    async def scenario() -> None:
+        stream, deliveries, _ = await first_start(dingtalk_emulator, dingtalk_conn_id, "PI-5")
+        assert stream.connections_opened == 1
+        await deliveries.aclose()
+
+    asyncio.run(scenario())
+    refusals = [r for r in caplog.records if logged in r.getMessage()]
+    assert len(refusals) == 2 and {r.levelno for r in refusals} == {level}
+    assert stream_state(dingtalk_emulator)["refused_opens"] == 2
 
 
 def test_an_unreachable_host_is_tried_again_with_doubling_waits_up_to_the_cap(
