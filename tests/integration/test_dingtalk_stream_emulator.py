@@ -101,8 +101,9 @@ def test_open_answers_a_local_endpoint_and_a_single_use_ticket(emulator):
     with connect(socket_url(answer)) as ws:
         wait_until(lambda: stream_state(emulator)["open_connections"] == 1)
         assert ws.protocol.state.name == "OPEN"
-    with pytest.raises(InvalidStatus):
+    with pytest.raises(InvalidStatus) as refused:
         connect(socket_url(answer), open_timeout=5)
+    assert refused.value.response.status_code == 403
 
 
 def test_open_refuses_a_wrong_secret_or_an_unknown_key(emulator):
