@@ -147,7 +147,7 @@ def test_refused_credentials_are_logged_by_connection_id_and_retried_at_the_cap(
 
 
 @pytest.mark.parametrize(("status", "logged", "level"), [
-    (503, "could not be opened (POST", logging.WARNING), (403, "refused: HTTP 403", logging.ERROR)])
+    (503, "could not be opened (StreamOpenFailed: POST", logging.WARNING), (403, "refused: HTTP 403", logging.ERROR)])
 def test_refused_opens_are_tried_again(dingtalk_emulator: DingTalkEmulator, dingtalk_conn_id: str, status: int,
                                        logged: str, level: int, caplog: pytest.LogCaptureFixture) -> None:
     """A passing refusal (5xx) waits the doubling back-off; one of the credentials (4xx) waits the cap."""
@@ -186,3 +186,19 @@ def test_an_unreachable_host_is_tried_again_with_doubling_waits_up_to_the_cap(
     waits = [r.args[-1] for r in caplog.records if "could not be opened" in r.getMessage()]
     assert waits[:5] == [0.05, 0.1, 0.2, 0.2, 0.2]
     assert "secret-0815" not in caplog.text
+
+
+def test_a_missing_connection_is_logged_by_its_id_and_tried_again_at_the_cap(
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="dingtalk_kingdee")
+
+    async def scenario() -> None:
+        waiting = asyncio.ensure_future(next_of(client("dingtalk_not_defined").deliveries(), timeout=30))
+        await eventually(lambda: caplog.text.count("connection unusable") >= 2, what="two tries")
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+
+    asyncio.run(scenario())
+    first = next(r for r in caplog.records if "connection unusable" in r.getMessage())
+    assert first.levelno == logging.ERROR and "'dingtalk_not_defined' refused" in first.getMessage()

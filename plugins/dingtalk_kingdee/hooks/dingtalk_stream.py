@@ -180,11 +180,11 @@ class DingTalkStreamClient:
                           self.dingtalk_conn_id, exc, wait)
                 await asyncio.sleep(wait)
                 continue
-            except (StreamOpenFailed, OSError, TimeoutError, websockets.InvalidHandshake, websockets.InvalidURI) as exc:
+            except Exception as exc:  # network, 5xx, handshake, reading the connection: all may pass
                 attempt += 1
                 wait = self.policy.delay(attempt, self._rng)
-                log.warning("DingTalk Stream connection for connection %r could not be opened (%s); trying again "
-                            "in %.1f s", self.dingtalk_conn_id, redact(str(exc)) or type(exc).__name__, wait)
+                log.warning("DingTalk Stream connection for connection %r could not be opened (%s: %s); trying "
+                            "again in %.1f s", self.dingtalk_conn_id, type(exc).__name__, redact(str(exc)), wait)
                 await asyncio.sleep(wait)
                 continue
             reader = asyncio.create_task(self._read(stream_socket), name=f"dingtalk-stream-{stream_socket.number}")
@@ -243,6 +243,8 @@ class DingTalkStreamClient:
                              frame.topic)
         except websockets.ConnectionClosed as exc:
             log.info("DingTalk Stream connection %d lost: %s", stream_socket.number, exc)
+        except Exception:  # whatever broke this socket, the next one may work
+            log.exception("DingTalk Stream connection %d failed", stream_socket.number)
         finally:
             # Acks from now on are dropped: the server delivers the unacked events again.
             stream_socket.closed = True
