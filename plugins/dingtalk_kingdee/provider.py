@@ -28,6 +28,9 @@ KINGDEE_INTEGRATION = "Kingdee K/3Cloud WebAPI"
 DINGTALK_FIELDS = {
     "agent_id": _text("Agent ID", "AgentId of the internal app (messages only; the approval API does not use it)"),
     "qps": _integer("QPS budget", "Calls per second per API this app may make (standard edition: 20)", 20),
+    "api_host": _text("API host (Stream mode)", "Base URL of the /v1.0 API, where event-driven runs open their "
+                      "Stream connection; empty = https://api.dingtalk.com beside oapi.dingtalk.com, else the "
+                      "Base URL"),
 }
 
 KINGDEE_FIELDS = {

@@ -17,6 +17,7 @@ from dingtalk_kingdee.hooks.dingtalk_stream import ReconnectPolicy
 from dingtalk_kingdee.hooks.dingtalk_stream_frames import OtherFrame as Other
 from dingtalk_kingdee.hooks.dingtalk_stream_frames import StreamEvent, StreamFrameError, ack_frame, parse_frame
 from dingtalk_kingdee.hooks.dingtalk_stream_frames import SystemFrame as System
+from dingtalk_kingdee.provider import DINGTALK_FIELDS
 
 PROCESS = "PROC-EXPENSE"
 
@@ -169,6 +170,10 @@ def test_api_host_beside_dingtalk_and_an_emulator() -> None:
     assert api_base_url_of("https://oapi.dingtalk.com", "api.example.cn") == "https://api.example.cn"
     conn = type("Conn", (), {"conn_id": "c", "host": "", "login": "k", "password": "s", "extra_dejson": {}})()
     assert DingTalkConnectionConfig.from_connection(conn).api_base_url == "https://api.dingtalk.com"
+    # The connection form's field is the extra the config reads.
+    assert "api_host" in DINGTALK_FIELDS
+    conn.extra_dejson = {"api_host": "http://127.0.0.1:9"}
+    assert DingTalkConnectionConfig.from_connection(conn).api_base_url == "http://127.0.0.1:9"
 
 
 def test_reconnect_waits_double_from_one_second_to_the_cap_plus_jitter() -> None:
