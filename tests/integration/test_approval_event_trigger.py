@@ -16,6 +16,7 @@ from dingtalk_kingdee.events.trigger import ApprovalEventTrigger
 from tests.fixtures.dingtalk_stream import (
     eventually,
     next_of,
+    stream_admin,
     stream_fault,
     stream_settings,
     stream_state,
@@ -147,6 +148,31 @@ def test_an_event_delivered_twice_fires_once_and_is_acked_once(emulator: DingTal
         await a.stop()
 
     asyncio.run(scenario())
+
+
+def test_an_ack_lost_with_its_socket_is_given_again_without_a_second_asset_event(
+        emulator: DingTalkEmulator, dingtalk_conn_id: str, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="dingtalk_kingdee")
+    # Longer than the client's first reconnect (1 s): the copy comes on the new socket after the ack was lost.
+    stream_settings(emulator, stream_redelivery_seconds=3)
+
+    async def scenario() -> None:
+        a = watching(dingtalk_conn_id)
+        emulator.add_instances([submitted("A-6", PROC_A)])
+        await eventually(lambda: stream_state(emulator)["acked"] == 1, what="start acked")
+        emulator.set_outcome("A-6", "COMPLETED", "agree")
+        await eventually(lambda: len(a.fired) == 1, what="fired")
+        stream_admin(emulator, "drop")
+        await eventually(lambda: stream_state(emulator)["connections_opened"] == 2
+                         and stream_state(emulator)["open_connections"] == 1, what="second socket")
+        a.manager.confirm_persisted([a.fired[0][1]])  # the ack goes to the first socket: lost
+        await eventually(lambda: pending(emulator) == 0, what="acked on the second socket")
+        assert len(a.fired) == 1
+        await a.stop()
+
+    asyncio.run(scenario())
+    assert "connection 1 has closed" in caplog.text
+    assert "delivered again after Airflow settled it, acked again" in caplog.text
 
 
 def test_an_unreadable_event_of_the_template_is_refused_and_acked(emulator: DingTalkEmulator,

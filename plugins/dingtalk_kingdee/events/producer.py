@@ -19,9 +19,10 @@ from airflow.triggers.shared_stream import AdvanceItem, SharedStreamProducer
 from dingtalk_kingdee.hooks.dingtalk_stream import DingTalkStreamClient, StreamDelivery
 from dingtalk_kingdee.hooks.dingtalk_stream_frames import StreamEvent
 
-# As long as DingTalk's own SDK remembers an answered message id: a delivery of an id acked this
-# recently crossed our ack on the wire and is acked again at once instead of firing twice.
-ACKED_MEMORY_SECONDS = 300.0
+# As long as DingTalk's own SDK remembers an answered message id. A delivery of an id settled this
+# recently (Airflow persisted or refused it) is acked at once instead of firing twice: it crossed our
+# ack on the wire, or our ack was lost with its socket.
+SETTLED_MEMORY_SECONDS = 300.0
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +42,8 @@ class StreamProducer(SharedStreamProducer):
         self._clock = clock
         # Yielded, not yet advanced: message id -> its latest delivery (the socket to ack it on).
         self._in_flight: dict[str, StreamDelivery] = {}
-        # Acked: message id -> when (insertion order is time order).
-        self._acked: dict[str, float] = {}
+        # Settled in Airflow (acked, or the ack lost with its socket): message id -> when (in time order).
+        self._settled: dict[str, float] = {}
 
     async def open_stream(self) -> AsyncIterator[tuple[StreamEvent, str]]:
         async for delivery in self.client.deliveries():
@@ -54,8 +55,8 @@ class StreamProducer(SharedStreamProducer):
                 self._in_flight[message_id] = delivery
                 log.info("DingTalk event delivered again while in progress, not repeated: %s", describe(event))
                 continue
-            if self._recently_acked(message_id):
-                log.info("DingTalk event delivered again after its ack, acked again: %s", describe(event))
+            if self._recently_settled(message_id):
+                log.info("DingTalk event delivered again after Airflow settled it, acked again: %s", describe(event))
                 await self.client.ack(delivery)
                 continue
             self._in_flight[message_id] = delivery
@@ -69,8 +70,8 @@ class StreamProducer(SharedStreamProducer):
                 continue
             outcome = item.outcome
             if outcome.is_clean or outcome.rejected:
+                self._remember_settled(delivery.event.message_id)
                 if await self.client.ack(delivery):
-                    self._remember_ack(delivery.event.message_id)
                     log.info("DingTalk event acked (%d taken, %d rejected): %s", outcome.acked, outcome.rejected,
                              describe(delivery.event))
             else:
@@ -80,14 +81,14 @@ class StreamProducer(SharedStreamProducer):
     async def aclose(self) -> None:
         await self.client.aclose()
 
-    def _recently_acked(self, message_id: str) -> bool:
-        acked_at = self._acked.get(message_id)
-        return acked_at is not None and self._clock() - acked_at < ACKED_MEMORY_SECONDS
+    def _recently_settled(self, message_id: str) -> bool:
+        settled_at = self._settled.get(message_id)
+        return settled_at is not None and self._clock() - settled_at < SETTLED_MEMORY_SECONDS
 
-    def _remember_ack(self, message_id: str) -> None:
+    def _remember_settled(self, message_id: str) -> None:
         now = self._clock()
-        for old_id, acked_at in list(self._acked.items()):
-            if now - acked_at < ACKED_MEMORY_SECONDS:
+        for old_id, settled_at in list(self._settled.items()):
+            if now - settled_at < SETTLED_MEMORY_SECONDS:
                 break
-            del self._acked[old_id]
-        self._acked[message_id] = now
+            del self._settled[old_id]
+        self._settled[message_id] = now
