@@ -57,8 +57,9 @@ test-topology: $(STAMP)
 	DK_TOPOLOGY=1 $(BIN)/python -m pytest tests/topology $(PYTEST_ARGS)
 
 # The same topology to look at: prints the UI address and its admin password (Ctrl-C stops all).
+# Options of scripts/topology.py through TOPOLOGY_ARGS, e.g. TOPOLOGY_ARGS="--name mine --redis-db 9".
 topology: $(STAMP)
-	$(BIN)/python scripts/topology.py
+	$(BIN)/python scripts/topology.py $(TOPOLOGY_ARGS)
 
 # The demo keeps everything, its own Airflow home included, under var/demo/ (emptied at each start).
 demo: $(STAMP)

@@ -81,6 +81,7 @@ LOCAL_KEYS = (
     "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT",
     "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT",
     "DK_SCHEMES_DIR",
+    "DK_VAR_DIR",
 )
 HEALTHY_COMPONENTS = ("metadatabase", "scheduler", "dag_processor", "triggerer")
 EXECUTORS = ("CeleryExecutor", "LocalExecutor")
@@ -225,6 +226,8 @@ class Topology:
             "AIRFLOW__OPERATORS__DEFAULT_QUEUE": f"dk_{config.name}",
             "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT": str(free_port()),
             "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
+            # The run reports ($DK_VAR_DIR/reports) beside the rest of this topology's state.
+            "DK_VAR_DIR": str(config.state_dir),
         }
         assert set(placement) == set(PLACEMENT_KEYS) and set(local) <= set(LOCAL_KEYS) | {
             "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT"}
@@ -382,6 +385,28 @@ class Topology:
             self.kingdee.stop()
 
 
+def banner(topology: Topology) -> str:
+    """What the operator needs once everything runs: where to log in, and how to see a run's outcome
+    (docs/operating.md, "Trying it on one machine")."""
+    config = topology.config
+    staging_url = topology.database_url("staging", "postgresql+psycopg")
+    kingdee_root = topology.kingdee.base_url.removesuffix("/k3cloud/")
+    python = os.path.relpath(sys.executable, Path.cwd()) if sys.executable.startswith(str(ROOT)) else sys.executable
+    scheme = SCHEME_FILE.relative_to(ROOT)
+    events = (f"\nEvents:    curl {topology.dingtalk.base_url}/_emulator/stream   (the scheme runs on approval events)"
+              if config.events else "")
+    return f"""
+Airflow:   {topology.api_url}   user {config.admin_user}, password {config.admin_password}
+DAG:       {topology.dag_id} (paused: switch it on; it runs the current hour at once)
+Emulators: DingTalk {topology.dingtalk.base_url} ({len(topology.seed)} claims), Kingdee {topology.kingdee.base_url}
+Bills:     curl {kingdee_root}/_emulator/health{events}
+Staging:   {staging_url}
+Reports:   {config.state_dir}/reports/{topology.scheme.id}/<run id>.txt, or from staging:
+           STAGING_DATABASE_URL={staging_url} {python} -m dingtalk_kingdee.reports --scheme {scheme} --run '<run id>'
+Logs:      {topology.log_dir} (task logs under tasks/)
+Ctrl-C stops everything; the databases stay until the next start."""
+
+
 def main(argv: list[str] | None = None) -> None:
     defaults = TopologyConfig()
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -403,12 +428,7 @@ def main(argv: list[str] | None = None) -> None:
     workers = f"{config.workers} Celery workers" if config.executor == "CeleryExecutor" else "no worker (LocalExecutor)"
     print(f"Starting api-server, scheduler, dag-processor, triggerer and {workers} ...", flush=True)
     with Topology(config) as topology:
-        print(f"""
-Airflow:  {topology.api_url}   user {config.admin_user}, password {config.admin_password}
-DAG:      {topology.dag_id} (paused: switch it on)
-Emulators: DingTalk {topology.dingtalk.base_url} ({len(topology.seed)} claims), Kingdee {topology.kingdee.base_url}
-Logs:     {topology.log_dir}
-Ctrl-C stops everything.""", flush=True)
+        print(banner(topology), flush=True)
         with contextlib.suppress(KeyboardInterrupt):
             while all(p.poll() is None for p in topology.processes.values()):
                 time.sleep(1)
