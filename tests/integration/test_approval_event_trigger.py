@@ -153,8 +153,9 @@ def test_an_event_delivered_twice_fires_once_and_is_acked_once(emulator: DingTal
 def test_an_ack_lost_with_its_socket_is_given_again_without_a_second_asset_event(
         emulator: DingTalkEmulator, dingtalk_conn_id: str, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="dingtalk_kingdee")
-    # Longer than the client's first reconnect (1 s): the copy comes on the new socket after the ack was lost.
-    stream_settings(emulator, stream_redelivery_seconds=3)
+    # Well beyond the client's first reconnect (1-1.2 s), even on a busy machine: the copy comes on the
+    # new socket after the ack was lost.
+    stream_settings(emulator, stream_redelivery_seconds=5)
 
     async def scenario() -> None:
         a = watching(dingtalk_conn_id)
