@@ -29,6 +29,7 @@ from dk_emulators.dingtalk import (
     DingTalkEmulator,
 )
 from dk_emulators.dingtalk.seed import SeedConfig, generate_claims
+from websockets.sync.client import connect
 
 PROCESS_CODE = "PROC-EXPENSE-DEMO"
 LISTIDS = "/topapi/processinstance/listids"
@@ -534,7 +535,8 @@ def test_command_line_serves_generated_claims(tmp_path):
     today = datetime.now(CHINA_TZ).date()
     process = subprocess.Popen(
         [sys.executable, "-m", "dk_emulators.dingtalk", "--port", str(port), "--generate", "25",
-         "--start", str(today - timedelta(days=10)), "--end", str(today), "--seed", "4"],
+         "--start", str(today - timedelta(days=10)), "--end", str(today), "--seed", "4",
+         "--stream-redelivery-seconds", "3", "--stream-ping-seconds", "0.2"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ},
     )
     try:
@@ -547,6 +549,12 @@ def test_command_line_serves_generated_claims(tmp_path):
                 threading.Event().wait(0.1)
         assert state is not None and state["instances"] == 25
         assert state["process_codes"] == [PROCESS_CODE]
+        assert state["config"]["stream_redelivery_seconds"] == 3
+        opened = requests.post(f"http://127.0.0.1:{port}/v1.0/gateway/connections/open", timeout=10,
+                               json={"clientId": "demo-app-key", "clientSecret": "demo-app-secret",
+                                     "subscriptions": [{"type": "EVENT", "topic": "*"}]}).json()
+        with connect(f"{opened['endpoint']}?ticket={opened['ticket']}", open_timeout=10) as ws:
+            assert json.loads(ws.recv(timeout=5))["headers"]["topic"] == "ping"  # Stream mode served too
     finally:
         process.terminate()
         process.wait(timeout=10)

@@ -176,6 +176,17 @@ def test_an_added_instance_is_pushed_as_a_start_event(emulator):
     assert "finishTime" not in body
 
 
+def test_a_deleted_instance_is_pushed_as_a_delete_event_and_is_gone(emulator):
+    with connect_stream(emulator) as ws:
+        answer = requests.delete(f"{emulator.base_url}/_emulator/instances/PI-1", timeout=10)
+        assert answer.json() == {"ok": True, "deleted": "PI-1", "instances": 1}
+        body = json.loads(next_frame(ws)["data"])
+    assert body["type"] == "delete" and body["processInstanceId"] == "PI-1" and body["businessId"] == "B-PI-1"
+    assert "result" not in body and "finishTime" not in body
+    assert requests.get(f"{emulator.base_url}/_emulator/instances/PI-1", timeout=10).status_code == 404
+    assert requests.delete(f"{emulator.base_url}/_emulator/instances/PI-1", timeout=10).status_code == 404
+
+
 def test_instances_given_at_construction_are_history_and_push_nothing(emulator):
     assert stream_state(emulator)["born"] == 0
 

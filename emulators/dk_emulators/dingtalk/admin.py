@@ -1,4 +1,4 @@
-"""The emulator's own endpoints under ``/_emulator/``: health, state, instances, outcomes, faults
+"""The emulator's own endpoints under ``/_emulator/``: health, state, instances (add, read, delete), outcomes, faults
 (the shared fault API of ``dk_emulators.faults``), comments, token expiry and live settings."""
 
 from __future__ import annotations
@@ -57,6 +57,14 @@ def add_admin_routes(app: FastAPI, emulator: DingTalkEmulator) -> None:
             return JSONResponse(emulator.get_instance(instance_id))
         except KeyError:
             return JSONResponse({"ok": False, "error": "unknown instance"}, status_code=404)
+
+    @app.delete("/_emulator/instances/{instance_id}")
+    async def delete_instance(instance_id: str) -> Response:
+        try:
+            emulator.delete_instance(instance_id)
+        except KeyError:
+            return JSONResponse({"ok": False, "error": "unknown instance"}, status_code=404)
+        return JSONResponse({"ok": True, "deleted": instance_id, "instances": emulator.instance_count})
 
     @app.post("/_emulator/outcome")
     async def outcome(request: Request) -> Response:

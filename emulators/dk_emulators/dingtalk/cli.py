@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from dk_emulators._server import serve_forever
 from dk_emulators.dingtalk import seed
 from dk_emulators.dingtalk.emulator import DingTalkEmulator
+from dk_emulators.dingtalk.stream import DEFAULT_PING_SECONDS, DEFAULT_REDELIVERY_SECONDS, DEFAULT_RETENTION_SECONDS
 from dk_emulators.dingtalk.wire import CHINA_TZ, DEFAULT_PROCESS_CODE, WRAP_STYLES
 
 
@@ -29,6 +30,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--process-code", default=DEFAULT_PROCESS_CODE)
     parser.add_argument("--monthly-quota", type=int, default=None,
                         help="metered calls per calendar month before errcode 90020 (default: no quota)")
+    parser.add_argument("--stream-ping-seconds", type=float, default=DEFAULT_PING_SECONDS,
+                        help="Stream mode: seconds between ping frames")
+    parser.add_argument("--stream-redelivery-seconds", type=float, default=DEFAULT_REDELIVERY_SECONDS,
+                        help="Stream mode: seconds before an event not acked with 200 is delivered again")
+    parser.add_argument("--stream-retention-seconds", type=float, default=DEFAULT_RETENTION_SECONDS,
+                        help="Stream mode: age (emulator clock) past which an unacked event is lost")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--seed-file", help="JSON list of instances to serve")
     source.add_argument("--generate", type=int, metavar="N", help="generate N expense claims")
@@ -56,6 +63,8 @@ def main(argv: list[str] | None = None) -> None:
         app_key=args.app_key, app_secret=args.app_secret, qps=args.qps or None, latency_ms=args.latency_ms,
         token_ttl=args.token_ttl, instances=instances, process_codes=[args.process_code],
         wrap_errors=args.wrap_errors, monthly_quota=args.monthly_quota,
+        stream_ping_seconds=args.stream_ping_seconds, stream_redelivery_seconds=args.stream_redelivery_seconds,
+        stream_retention_seconds=args.stream_retention_seconds,
     )
     print(f"DingTalk emulator: {emulator.instance_count} instances, process code {args.process_code}, "
           f"http://{args.host}:{args.port}", flush=True)

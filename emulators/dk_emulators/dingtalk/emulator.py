@@ -243,6 +243,13 @@ class DingTalkEmulator:
             self.stream.instance_changed(updated, ended)
         return updated
 
+    def delete_instance(self, instance_id: str) -> dict:
+        """Delete an instance: listing and detail no longer know it; Stream mode announces a
+        ``delete`` event. Returns the deleted instance; KeyError when unknown."""
+        deleted = self.store.delete(instance_id)
+        self.stream.instance_changed(deleted, "delete")
+        return deleted
+
     @property
     def directory(self) -> contacts.Directory:
         """The contacts served by department/listsub and user/list: built from ``organisation`` (a

@@ -58,6 +58,13 @@ class InstanceStore:
         with self._lock:
             return copy.deepcopy(self._instances[instance_id])
 
+    def delete(self, instance_id: str) -> dict:
+        """Remove an instance (as its deletion in DingTalk does); returns it. KeyError when unknown."""
+        with self._lock:
+            instance = self._instances.pop(instance_id)
+            self._index_dirty = True
+            return instance
+
     def status_of(self, instance_id: str) -> str | None:
         """The stored instance's status; None when unknown."""
         with self._lock:
