@@ -91,4 +91,5 @@ class StreamProducer(SharedStreamProducer):
             if now - settled_at < SETTLED_MEMORY_SECONDS:
                 break
             del self._settled[old_id]
+        self._settled.pop(message_id, None)  # re-inserted last: the dict stays in time order
         self._settled[message_id] = now
