@@ -117,7 +117,13 @@ def test_an_event_is_acked_only_once_its_asset_event_is_persisted(
             "B-1", "terminate", None)
         manager.confirm_persisted([b.fired[0][1]])
         await eventually(lambda: pending(emulator) == 0, what="B's event acked")
-        assert len(a.fired) == 1
+        # A deleted instance fires too (its claim is closed unread).
+        emulator.delete_instance("A-1")
+        await eventually(lambda: len(a.fired) == 2, what="A's delete fired")
+        assert (a.fired[1][0]["instance_id"], a.fired[1][0]["type"]) == ("A-1", "delete")
+        manager.confirm_persisted([a.fired[1][1]])
+        await eventually(lambda: pending(emulator) == 0, what="the delete acked")
+        assert len(b.fired) == 1
         await a.stop()
         await b.stop()
         await eventually(lambda: stream_state(emulator)["open_connections"] == 0, what="socket closed")
