@@ -87,6 +87,12 @@ look-back sweep runs every {sweep_every_days} days. The run's trigger and its ev
 ASSET_TRIGGERED = "asset_triggered"
 
 
+def run_type_name(run_type: object) -> str:
+    """A run's type as Airflow names it ("scheduled", "asset_triggered", ...). A task gets the Task
+    SDK's DagRunType, a str enum whose str() is "DagRunType.SCHEDULED", not its value."""
+    return str(getattr(run_type, "value", run_type) or "")
+
+
 def approval_asset(scheme: Scheme) -> Asset:
     """The asset the scheme's approval events update: one per scheme, watched by the approval event
     trigger of its DingTalk app and process code. ``x-`` URIs are left as written by Airflow."""
@@ -125,7 +131,7 @@ def _window_param(title: str, description: str) -> Param:
 
 
 def plan_run(scheme: Scheme, run_id: str, params: Mapping[str, Any], data_interval_end: datetime | None,
-             run_after: datetime | None, run_type: str | None = None,
+             run_after: datetime | None, run_type: object = None,
              event_payloads: Iterable[object] | None = None) -> pipeline.Run:
     """What this run was asked to do, from its trigger-form parameters and its dates. Computed once,
     by the ``plan`` task; every step works to the same plan.
@@ -143,11 +149,12 @@ def plan_run(scheme: Scheme, run_id: str, params: Mapping[str, Any], data_interv
     if start >= end:
         raise ValueError(f"window_start {pipeline.china_time(start)} is not before window_end "
                          f"{pipeline.china_time(end)} (China time)")
+    run_type = run_type_name(run_type)
     if event_payloads is not None:
         claims = claims_of_events(event_payloads, scheme.source.process_code)
         return pipeline.Run(run_id=run_id, window_start=start, window_end=end, dry_run=bool(params.get("dry_run")),
                             instance_ids=claims.to_read, events=claims.events, withdrawn_ids=claims.withdrawn,
-                            trigger=str(run_type or ""))
+                            trigger=run_type)
     return pipeline.Run(
         run_id=run_id,
         window_start=start,
@@ -155,9 +162,9 @@ def plan_run(scheme: Scheme, run_id: str, params: Mapping[str, Any], data_interv
         dry_run=bool(params.get("dry_run")),
         instance_ids=pipeline.select_ids(params.get("instance_ids")),
         replay_rejected=bool(params.get("replay_rejected")),
-        scheduled=(str(run_type) == "scheduled" and params.get("window_start") in (None, "")
+        scheduled=(run_type == "scheduled" and params.get("window_start") in (None, "")
                    and params.get("window_end") in (None, "") and not params.get("instance_ids")),
-        trigger=str(run_type or ""),
+        trigger=run_type,
     )
 
 
@@ -241,7 +248,7 @@ def build_dag(scheme: Scheme) -> DAG:
             dag_run = ctx["dag_run"]
             run_type = getattr(dag_run, "run_type", None)
             payloads = None
-            if str(run_type) == ASSET_TRIGGERED:
+            if run_type_name(run_type) == ASSET_TRIGGERED:
                 payloads = scheme_event_payloads(ctx.get("triggering_asset_events"), approval_asset(scheme))
             run = plan_run(scheme, dag_run.run_id, ctx["params"], ctx.get("data_interval_end"), dag_run.run_after,
                            run_type, event_payloads=payloads)

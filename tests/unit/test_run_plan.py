@@ -9,7 +9,7 @@ from pathlib import Path
 import pendulum
 import pytest
 
-from dingtalk_kingdee.dag_factory import plan_run
+from dingtalk_kingdee.dag_factory import ASSET_TRIGGERED, plan_run, run_type_name
 from dingtalk_kingdee.hooks.dingtalk import DingTalkHook
 from dingtalk_kingdee.hooks.kingdee import KingdeeHook
 from dingtalk_kingdee.pipeline import DingTalkClient, KingdeeClient, Run
@@ -117,3 +117,15 @@ def test_only_the_dags_own_hourly_run_without_a_window_lists_incrementally():
     assert not plan_run(SCHEME, "scheduled__x", named, INTERVAL_END, after, "scheduled").scheduled
     run = plan_run(SCHEME, "scheduled__x", NO_PARAMS, INTERVAL_END, after, "scheduled")
     assert Run.from_xcom(run.to_xcom()) == run
+
+
+def test_the_run_type_a_task_gets_is_read_by_its_value():
+    """In a task, ``dag_run.run_type`` is the Task SDK's DagRunType, whose str() is
+    "DagRunType.SCHEDULED": the hourly run must still list incrementally, an event run use its events."""
+    from airflow.sdk.api.datamodels._generated import DagRunType
+
+    after = INTERVAL_END + timedelta(minutes=3)
+    run = plan_run(SCHEME, "scheduled__x", NO_PARAMS, INTERVAL_END, after, DagRunType.SCHEDULED)
+    assert run.scheduled and run.trigger == "scheduled"
+    assert run_type_name(DagRunType.ASSET_TRIGGERED) == ASSET_TRIGGERED
+    assert run_type_name("manual") == "manual" and run_type_name(None) == ""
