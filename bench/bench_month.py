@@ -1,5 +1,5 @@
-"""A month of hourly runs in minutes: DingTalk calls spent by today's look-back listing and by the
-incremental listing with its read schedule, side by side.
+"""A month of hourly runs in minutes: DingTalk calls spent by today's look-back listing, by the
+incremental listing with its read schedule, and by event mode, side by side.
 
 The DingTalk emulator runs on a clock this script controls and with no QPS limit; a generator starts
 claims through a 30-day month (working hours, China time), each decided after a delay from minutes to
@@ -34,13 +34,17 @@ sys.path.insert(0, str(ROOT / "plugins"))
 
 from dk_emulators.dingtalk import CHINA_TZ, DingTalkEmulator  # noqa: E402
 from dk_emulators.dingtalk.seed import SeedConfig, generate_claims  # noqa: E402
+from dk_emulators.dingtalk.stream_frames import approval_event_body, event_type_for  # noqa: E402
 from dk_emulators.kingdee import KingdeeEmulator  # noqa: E402
 
 from dingtalk_kingdee import pipeline, staging  # noqa: E402
+from dingtalk_kingdee.dag_factory import ASSET_TRIGGERED, plan_run  # noqa: E402
 from dingtalk_kingdee.errors import IntegrationError  # noqa: E402
+from dingtalk_kingdee.events.approval import APPROVAL_EVENT_TYPE, approval_verdict  # noqa: E402
 from dingtalk_kingdee.hooks.dingtalk import DingTalkHook, RetryPolicy, reset_shared_state  # noqa: E402
+from dingtalk_kingdee.hooks.dingtalk_stream_frames import StreamEvent  # noqa: E402
 from dingtalk_kingdee.hooks.kingdee import KingdeeHook  # noqa: E402
-from dingtalk_kingdee.scheme import load_scheme  # noqa: E402
+from dingtalk_kingdee.scheme import EventsSpec, Scheme, load_scheme  # noqa: E402
 from dingtalk_kingdee.staging import BillState  # noqa: E402
 
 HOURS = 720  # the month; --hours plays only its first hours (a quick look)
@@ -75,6 +79,10 @@ class Result:
     failed_hours: int = 0
     deferred_by_budget: int = 0
     seconds: float = 0.0
+    event_runs: int = 0
+    event_calls: Counter = field(default_factory=Counter)  # metered calls of the event-triggered runs
+    events_lost: int = 0
+    lost_caught: list[float] = field(default_factory=list)  # delay (h) of the claims whose event was lost
 
 
 def month_start() -> datetime:
@@ -113,14 +121,41 @@ def plan_claims(count: int, start: datetime, seed: int) -> list[Planned]:
     return planned
 
 
+def month_scheme(mode: str, args: argparse.Namespace) -> Scheme:
+    """The shipped scheme with the mode's listing (event mode: incremental listing, events on, with the
+    event settings given on the command line, else the scheme's defaults) and the budget asked for."""
+    scheme = load_scheme(ROOT / "include" / "schemes" / "expense_to_paybill.yaml")
+    changes: dict = {"listing": "incremental" if mode == "events" else mode}
+    if args.budget is not None:
+        changes["monthly_call_budget"] = args.budget
+    update: dict = {"source": scheme.source.model_copy(update=changes)}
+    if mode == "events":
+        settings = {key: getattr(args, key) for key in EVENT_SETTINGS if getattr(args, key) is not None}
+        update["events"] = EventsSpec(enabled=True, **settings)
+    return scheme.model_copy(update=update)
+
+
+# Event settings the command line may change (``--listing-every-hours`` ...).
+EVENT_SETTINGS = ("listing_every_hours", "safety_reread_hours", "safety_reread_cap_hours", "sweep_every_days")
+
+
+def pushed_event(updated: dict, process_code: str) -> dict | None:
+    """The payload the approval event trigger yields for the event the emulator pushes when an instance
+    reaches ``updated``'s outcome (None: no settling event, or not this template's)."""
+    kind = event_type_for(updated["status"])
+    if kind is None:
+        return None
+    body = approval_event_body(updated, kind)
+    instance_id = updated["process_instance_id"]
+    event = StreamEvent(message_id=f"m-{instance_id}", event_id=f"e-{instance_id}", event_type=APPROVAL_EVENT_TYPE,
+                        born_time=None, topic="*", body=body)
+    return approval_verdict(event, process_code).payload
+
+
 def simulate(mode: str, planned: list[Planned], start: datetime, args: argparse.Namespace) -> Result:
     reset_shared_state()
     result = Result(mode, len(planned))
-    scheme = load_scheme(ROOT / "include" / "schemes" / "expense_to_paybill.yaml")
-    changes: dict = {"listing": mode}
-    if args.budget is not None:
-        changes["monthly_call_budget"] = args.budget
-    scheme = scheme.model_copy(update={"source": scheme.source.model_copy(update=changes)})
+    scheme = month_scheme(mode, args)
     dingtalk = DingTalkEmulator(qps=None, process_codes=[scheme.source.process_code])
     kingdee = KingdeeEmulator(basedata=ROOT / "include" / "demo" / "kingdee_basedata.json", db_path=":memory:")
     dingtalk.set_clock(start)
@@ -133,6 +168,8 @@ def simulate(mode: str, planned: list[Planned], start: datetime, args: argparse.
     by_id = {p.instance["process_instance_id"]: p for p in planned}
     decisions = sorted((p.decided, p) for p in planned if p.decided is not None)
     billed_at: dict[str, datetime] = {}
+    lost_ids: set[str] = set()
+    rng_events = random.Random(args.seed + 2)
     next_claim = next_decision = 0
     began = time.perf_counter()
     with tempfile.TemporaryDirectory() as scratch:
@@ -149,12 +186,15 @@ def simulate(mode: str, planned: list[Planned], start: datetime, args: argparse.
             if fresh:
                 dingtalk.add_instances(fresh)
             decided = 0
+            minute: list[tuple[datetime, Planned]] = []
             while next_decision < len(decisions) and decisions[next_decision][0] < end:
-                moment, claim = decisions[next_decision]
-                status, verdict = STATUS_OF[claim.outcome]
-                dingtalk.set_outcome(claim.instance["process_instance_id"], status, verdict, moment)
+                minute.append(decisions[next_decision])
                 next_decision += 1
                 decided += 1
+                at_end = next_decision >= len(decisions) or decisions[next_decision][0] >= end
+                if at_end or _minute(decisions[next_decision][0]) != _minute(minute[0][0]):
+                    decide(dingtalk, minute, scheme, engine, staged, result, billed_at, lost_ids, rng_events, args)
+                    minute = []
             dingtalk.set_clock(end + timedelta(minutes=2))
             if hour in failing:
                 dingtalk.inject("http_500", api="listids", times=None)
@@ -188,17 +228,66 @@ def simulate(mode: str, planned: list[Planned], start: datetime, args: argparse.
     paid = Counter(str(b["FTHIRDBILLNO"]) for b in kingdee.bills("AP_PAYBILL"))
     result.paid = len(paid)
     result.paid_twice = sum(1 for n in paid.values() if n > 1)
-    horizon = start + timedelta(hours=args.hours) - timedelta(hours=scheme.source.reread_cap_hours + 2)
+    horizon = start + timedelta(hours=args.hours) - timedelta(hours=longest_wait_hours(scheme) + 2)
     for instance_id, claim in by_id.items():
         if not claim.payable or claim.decided is None:
             continue
         if instance_id in billed_at:
-            result.delays_h.append((billed_at[instance_id] - claim.decided).total_seconds() / 3600)
+            delay = (billed_at[instance_id] - claim.decided).total_seconds() / 3600
+            result.delays_h.append(delay)
+            if instance_id in lost_ids:
+                result.lost_caught.append(delay)
         elif claim.decided < horizon:
             result.lost.append(instance_id)
     dingtalk.stop()
     kingdee.stop()
     return result
+
+
+def _minute(moment: datetime) -> datetime:
+    return moment.replace(second=0, microsecond=0)
+
+
+def longest_wait_hours(scheme: Scheme) -> int:
+    """The longest a decided claim can wait for a read: the re-read cap, or in event mode (a lost event)
+    the safety cap plus the listing cadence."""
+    if scheme.events.enabled:
+        return scheme.events.safety_reread_cap_hours + scheme.events.listing_every_hours
+    return scheme.source.reread_cap_hours
+
+
+def decide(dingtalk: DingTalkEmulator, minute: list[tuple[datetime, Planned]], scheme: Scheme, engine, staged,
+           result: Result, billed_at: dict[str, datetime], lost_ids: set[str], rng: random.Random,
+           args: argparse.Namespace) -> None:
+    """The decisions of one simulated minute; in event mode, then the event-triggered run of their events,
+    at the end of that minute (a share of the events lost on the way)."""
+    payloads = []
+    for moment, claim in minute:
+        status, verdict = STATUS_OF[claim.outcome]
+        if scheme.events.enabled:   # the event run comes a minute after; the hourly modes keep the hour's end
+            dingtalk.set_clock(moment)
+        updated = dingtalk.set_outcome(claim.instance["process_instance_id"], status, verdict, moment)
+        payload = pushed_event(updated, scheme.source.process_code) if scheme.events.enabled else None
+        if payload is None:
+            continue
+        if rng.random() < args.lost_events:
+            result.events_lost += 1
+            lost_ids.add(payload["instance_id"])
+            continue
+        payloads.append(payload)
+    if not payloads:
+        return
+    when = _minute(minute[-1][0]) + timedelta(minutes=1)
+    dingtalk.set_clock(when)
+    params = {"dry_run": False, "window_start": None, "window_end": None, "instance_ids": [], "replay_rejected": False}
+    run = plan_run(scheme, f"{ASSET_TRIGGERED}__{when.isoformat()}", params, None, when, ASSET_TRIGGERED,
+                   event_payloads=payloads)
+    hook = DingTalkHook("dingtalk_default", retry_policy=FAST)
+    pipeline.run_all(scheme, hook, KingdeeHook("kingdee_default"), engine, run)
+    result.event_runs += 1
+    result.event_calls.update({api: n for api, n in hook.call_counts().items() if api != "gettoken"})
+    for instance_id in staged.bills(BillState.LOADED, run.instance_ids):
+        billed_at.setdefault(instance_id, when)
 
 
 def pct(values: list[float], share: float) -> float:
@@ -209,28 +298,39 @@ def pct(values: list[float], share: float) -> float:
 def show(results: list[Result], budget: int | None) -> None:
     apis = sorted({api for r in results for api in r.calls})
     print(f"{'claims':>6} {'mode':<11} {'total':>7} " + " ".join(f"{a:>9}" for a in apis)
-          + f" {'per paid':>8} {'largest':>7} {'idle med/max':>12} {'quiet max':>9} {'delay h med/p95/max':>20} "
-          + f"{'paid':>5} {'lost':>4} {'twice':>5} {'deferred':>8} {'secs':>6}")
+          + f" {'get/event':>9} {'per paid':>8} {'largest':>7} {'idle med/max':>12} {'quiet max':>9} "
+          + f"{'delay h med/p95/max':>20} {'paid':>5} {'lost':>4} {'twice':>5} {'deferred':>8} {'ev runs':>7} "
+          + f"{'ev lost':>7} {'lost-ev delay h max':>19} {'secs':>6}")
     for r in results:
         total = sum(r.calls.values())
         idle = f"{statistics.median(r.idle_runs):.0f}/{max(r.idle_runs)}" if r.idle_runs else "-"
-        delay = (f"{statistics.median(r.delays_h):.1f}/{pct(r.delays_h, 0.95):.1f}/{max(r.delays_h):.1f}"
+        delay = (f"{statistics.median(r.delays_h):.2f}/{pct(r.delays_h, 0.95):.2f}/{max(r.delays_h):.2f}"
                  if r.delays_h else "-")
+        caught = f"{max(r.lost_caught):.1f}" if r.lost_caught else "-"
         print(f"{r.claims:>6} {r.mode:<11} {total:>7} " + " ".join(f"{r.calls.get(a, 0):>9}" for a in apis)
-              + f" {total / max(r.paid, 1):>8.1f} {max(r.per_run):>7} {idle:>12} "
+              + f" {sum(n for a, n in r.event_calls.items() if a.endswith('get')):>9}"
+              + f" {total / max(r.paid, 1):>8.2f} {max(r.per_run):>7} {idle:>12} "
               + f"{max(r.quiet_runs) if r.quiet_runs else '-':>9} {delay:>20} "
-              + f"{r.paid:>5} {len(r.lost):>4} {r.paid_twice:>5} {r.deferred_by_budget:>8} {r.seconds:>6.0f}")
+              + f"{r.paid:>5} {len(r.lost):>4} {r.paid_twice:>5} {r.deferred_by_budget:>8} {r.event_runs:>7} "
+              + f"{r.events_lost:>7} {caught:>19} {r.seconds:>6.0f}")
     print(f"budget: {budget if budget is not None else 'scheme default'}; API columns: metered calls "
-          "(gettoken, unmetered, not shown); idle: runs of hours in which no claim started or was decided; "
-          "quiet: idle runs with no read due and no sweep; lost = payable, decided before the last "
-          "(cap + 2) hours played, never billed")
+          "(gettoken, unmetered, not shown); get/event: detail reads made by event-triggered runs (the rest of "
+          "get: hourly reads); largest: the largest hourly run; idle: hourly runs of hours in which no claim "
+          "started or was decided; quiet: idle runs with no read due and no sweep; lost = payable, decided "
+          "before the last (longest wait + 2) hours played, never billed; ev lost: events dropped on purpose "
+          "(--lost-events), their claims' longest delay in the last column")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--claims", type=int, nargs="+", default=[300, 1000])
     parser.add_argument("--modes", nargs="+", default=["lookback", "incremental"],
-                        choices=["lookback", "incremental"])
+                        choices=["lookback", "incremental", "events"])
+    parser.add_argument("--lost-events", type=float, default=0.01,
+                        help="event mode: share of the approval events lost on the way (default 0.01)")
+    for key in EVENT_SETTINGS:
+        parser.add_argument(f"--{key.replace('_', '-')}", dest=key, type=int, default=None,
+                            help=f"event mode: events.{key} (default: the scheme's)")
     parser.add_argument("--budget", type=int, default=None, help="monthly_call_budget (default: the scheme's)")
     parser.add_argument("--failed-hours", type=int, default=4, help="hours whose listing fails (HTTP 500)")
     parser.add_argument("--staging-url", default="")
