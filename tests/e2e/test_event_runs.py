@@ -135,3 +135,14 @@ def started_running(world, models: list, started) -> list:
         copies.append(SeedClaim(instance=instance, truth=model.truth))
     world.dingtalk.add_instances([c.instance for c in copies])
     return copies
+
+
+def test_past_the_months_budget_an_event_run_reads_what_it_allows_and_the_rest_wait_due_at_once(world):
+    scheme = with_events(world.scheme)
+    scheme = scheme.model_copy(update={"source": scheme.source.model_copy(update={"monthly_call_budget": 1})})
+    chosen = payable(world)[:3]
+    summary, calls = event_run(world, scheme, [payload(c) for c in chosen])
+    assert calls.get(GET) == 1
+    assert summary["steps"]["extract"]["deferred_by_budget"] == 2
+    due = {d.instance_id: d.reads for d in ReadSchedule(world.engine, scheme.id).due(world.now)}
+    assert {c.instance_id for c in chosen[1:]} <= set(due) and all(due[c.instance_id] == 0 for c in chosen[1:])

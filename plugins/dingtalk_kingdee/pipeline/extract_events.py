@@ -6,6 +6,9 @@ leaves it and the hourly path never reads it again. A claim named only by termin
 not read (nothing about it can become payable): it is closed in the read schedule, known but never
 due. Only a withdrawn claim staging already holds as running is read, once, so that staging shows it
 final instead of running for ever.
+
+Within the month's budget like every run: past it, the claims left unread are made due at once in the
+read schedule (new approvals come first there), for the hourly runs to read when the budget allows.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import logging
 
 from sqlalchemy.engine import Engine
 
+from dingtalk_kingdee.pipeline.call_budget import CallBudget
 from dingtalk_kingdee.pipeline.extract_answers import Answers, read_claims
 from dingtalk_kingdee.pipeline.extract_hourly import read_intervals, reschedule
 from dingtalk_kingdee.pipeline.protocols import DingTalkClient
@@ -43,6 +47,15 @@ def extract_events(scheme: Scheme, dingtalk: DingTalkClient, engine: Engine, run
              len(final), len(withdrawn), len(stored_running))
     schedule = ReadSchedule(engine, scheme.id)
     first, cap = read_intervals(scheme)
+    allowed = CallBudget.of(engine, scheme, run).remaining()
+    waiting = to_read[allowed:]
+    if waiting:
+        to_read = to_read[:allowed]
+        log.warning("extract: the month's DingTalk call budget (%d) allows %d of the %d reads: %d claims wait "
+                    "for the hourly runs (due at once, new approvals first): %s", scheme.source.monthly_call_budget,
+                    allowed, allowed + len(waiting), len(waiting), waiting[:10])
+        schedule.postpone(waiting, now)
+        schedule.schedule_new(waiting, now - first, first)
     try:
         read_claims(dingtalk, to_read, answers)
     finally:
@@ -51,4 +64,4 @@ def extract_events(scheme: Scheme, dingtalk: DingTalkClient, engine: Engine, run
         schedule.close([i for i in withdrawn if i not in stored_running], now)
     log.info("extract: %s", answers.describe())
     return {"events": run.events, "named": len(named), "already_final": len(final), "withdrawn": len(withdrawn),
-            **answers.counts()}
+            "deferred_by_budget": len(waiting), **answers.counts()}
