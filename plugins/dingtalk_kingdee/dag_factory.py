@@ -95,7 +95,9 @@ def run_type_name(run_type: object) -> str:
 
 def approval_asset(scheme: Scheme) -> Asset:
     """The asset the scheme's approval events update: one per scheme, watched by the approval event
-    trigger of its DingTalk app and process code. ``x-`` URIs are left as written by Airflow."""
+    trigger of its DingTalk app and process code. Airflow 3.3 takes any asset name but ``self`` and
+    ``context`` (at most 1,500 characters) and leaves an ``x-`` URI as written (other schemes are
+    normalised, ``airflow`` is reserved)."""
     from dingtalk_kingdee.events.trigger import ApprovalEventTrigger
 
     name = f"dingtalk_approvals__{scheme.id}"
