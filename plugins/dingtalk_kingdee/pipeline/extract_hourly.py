@@ -99,7 +99,7 @@ def extract_hourly(scheme: Scheme, dingtalk: DingTalkClient, engine: Engine, run
                  scheme.events.listing_every_hours, mark.listed_until.isoformat() if mark else "-")
     elif complete:
         log.info("extract: listing %s claims started in [%s, %s)%s", source.process_code, start.isoformat(),
-                 now.isoformat(), " (daily sweep of the look-back window)" if sweep or mark is None else "")
+                 now.isoformat(), " (sweep of the look-back window)" if sweep or mark is None else "")
         for instance_id in dingtalk.list_instance_ids(source.process_code, start, now):
             if "\x00" in instance_id:   # the read schedule cannot hold it: reported, not read
                 answers.unstorable_id(instance_id)
