@@ -243,3 +243,56 @@ def test_settings_the_guide_names_exist():
     settings_source = SETTINGS.read_text(encoding="utf-8")
     variables = set(re.findall(r"\b((?:DK|STAGING)_[A-Z_]+[A-Z])\b", text))
     assert not sorted(v for v in variables if f'"{v}"' not in settings_source)
+
+
+def flat(text: str) -> str:
+    return re.sub(r"\s+", " ", text)
+
+
+def logged_format(path: Path, start: str) -> str:
+    """The format string of the log call in ``path`` whose message begins with ``start``."""
+    match = re.search(rf'log\.\w+\(\s*"({re.escape(start)}[^"]*)"', path.read_text(encoding="utf-8"))
+    assert match, f"{path.name} no longer logs {start!r}"
+    return match.group(1)
+
+
+def test_the_event_steps_quote_what_the_product_logs_and_shows():
+    """The lines an operator is told to look for, made by the code that writes them."""
+    from types import SimpleNamespace
+
+    from dk_emulators.dingtalk import DingTalkEmulator
+
+    from dingtalk_kingdee.events.producer import describe
+    from dingtalk_kingdee.pipeline.report_step import event_line
+
+    part = flat(guide_part("Event-driven runs"))
+    plugins = ROOT / "plugins" / "dingtalk_kingdee"
+    opened = logged_format(plugins / "hooks" / "dingtalk_stream.py", "DingTalk Stream connection %d open")
+    assert opened % (1, "dingtalk_default") in part
+    event = SimpleNamespace(message_id="<id>", event_type="bpms_instance_change",
+                            body={"processCode": "<process code>", "processInstanceId": "<id>", "type": "finish"})
+    assert logged_format(plugins / "events" / "producer.py", "DingTalk event received") % describe(event) in part
+    acked = logged_format(plugins / "events" / "producer.py", "DingTalk event acked")
+    assert acked.split(":")[0] % (1, 0) in part
+    for counters in ({"trigger": "asset_triggered", "received": 1, "claims": 1, "withdrawn": 0},
+                     {"trigger": "scheduled", "received": 0, "claims": 0, "withdrawn": 0}):
+        assert event_line(counters).strip() in part
+    emulator = DingTalkEmulator(instances=[])
+    shown = {**emulator.stream.state(), **emulator.stream.config()}
+    for key in ("open_connections", "born", "delivered", "acked", "pending", "stream_retention_seconds"):
+        assert key in shown and f"`{key}" in part, key
+    assert "@app.get(\"/_emulator/stream\")" in (ROOT / "emulators" / "dk_emulators" / "dingtalk" /
+                                                 "stream_routes.py").read_text(encoding="utf-8")
+
+
+def test_the_scheme_setting_of_the_event_steps_turns_events_on():
+    from dingtalk_kingdee.dag_factory import approval_asset
+    from dingtalk_kingdee.scheme import load_scheme
+
+    part = guide_part("Event-driven runs")
+    setting = yaml.safe_load(next(b for b in fenced_blocks(part) if "events:" in b))
+    scheme = load_scheme(ROOT / "include" / "schemes" / "expense_to_paybill.yaml")
+    with_events = scheme.model_validate({**scheme.model_dump(), **setting})
+    assert with_events.events.enabled and not scheme.events.enabled
+    assert approval_asset(with_events).name == f"dingtalk_approvals__{scheme.id}"
+    assert "`dingtalk_approvals__<scheme id>`" in part
