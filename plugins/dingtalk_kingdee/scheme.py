@@ -209,8 +209,10 @@ class EventsSpec(_Strict):
 
     With events on, a claim's first read is its finish event; the hourly run lists new claims every
     ``listing_every_hours`` and gives each a safety read after ``safety_reread_hours`` (doubling up to
-    ``safety_reread_cap_hours``) so that a lost event is still caught; the look-back sweep runs every
-    ``sweep_every_days``. docs/schemes.md, "events", says why these defaults.
+    ``safety_reread_cap_hours``) so that a lost event is still caught. The nightly sweep (at
+    ``source.sweep_hour``) lists only the last ``sweep_window_days`` (what a late-indexed claim needs),
+    and the whole look-back every ``sweep_every_days``. docs/schemes.md, "events", says why these
+    defaults and what each costs.
     """
 
     enabled: bool = False
@@ -218,6 +220,7 @@ class EventsSpec(_Strict):
     safety_reread_hours: int = Field(default=48, ge=1, le=30 * 24)
     safety_reread_cap_hours: int = Field(default=192, ge=1, le=30 * 24)
     sweep_every_days: int = Field(default=7, ge=1, le=30)
+    sweep_window_days: int = Field(default=3, ge=1, le=364)
 
     @model_validator(mode="after")
     def _cap_not_below_first(self) -> EventsSpec:
@@ -345,6 +348,14 @@ class Scheme(_Strict):
     # Filled by the loader: value-map name → {key: value}; and where the scheme came from.
     maps: dict[str, dict[str, str]] = Field(default_factory=dict)
     path: str = ""
+
+    @model_validator(mode="after")
+    def _short_sweep_within_look_back(self) -> Scheme:
+        if self.events.enabled and self.events.sweep_window_days >= self.source.lookback_days:
+            raise ValueError(f"events.sweep_window_days ({self.events.sweep_window_days}) must be below "
+                             f"source.lookback_days ({self.source.lookback_days}): the whole look-back is the "
+                             "sweep of every sweep_every_days")
+        return self
 
     def batch_save_options(self) -> dict[str, Any]:
         """The call-level options sent next to "Model" in every BatchSave."""

@@ -146,3 +146,34 @@ def test_past_the_months_budget_an_event_run_reads_what_it_allows_and_the_rest_w
     assert summary["steps"]["extract"]["deferred_by_budget"] == 2
     due = {d.instance_id: d.reads for d in ReadSchedule(world.engine, scheme.id).due(world.now)}
     assert {c.instance_id for c in chosen[1:]} <= set(due) and all(due[c.instance_id] == 0 for c in chosen[1:])
+
+
+def test_in_event_mode_the_nightly_sweep_lists_the_last_days_and_finds_a_claim_indexed_after_the_listing(world):
+    scheme = with_events(world.scheme, listing_every_hours=6, sweep_window_days=3, sweep_every_days=7)
+    night = (world.now - timedelta(days=2)).astimezone(CHINA).replace(hour=3, minute=0, second=0, microsecond=0)
+    first = night - timedelta(hours=20)
+    schedule = ReadSchedule(world.engine, scheme.id)
+    assert scheduled(world, scheme, first)["extract"]["sweep_window"] is None  # the first run lists it all
+    assert scheduled(world, scheme, first + timedelta(hours=6))["extract"]["listing"]
+    # DingTalk indexes a claim started before the watermark only now: the watermark listing passed it.
+    late = started_running(world, payable(world)[:1], first + timedelta(hours=1))
+    assert schedule.unknown_among([late[0].instance_id]) == [late[0].instance_id]
+
+    swept = scheduled(world, scheme, night)
+    assert swept["extract"]["sweep_window"] == "recent"
+    assert swept["extract"]["listing_from"] == (night - timedelta(days=3)).isoformat()
+    assert swept["extract"]["found_by_sweep"] >= 1 and swept["calls"][GET] >= 1  # found and read at once
+    assert schedule.unknown_among([late[0].instance_id]) == []
+    mark = schedule.watermark()
+    assert (mark.swept_at, mark.recent_swept_at, mark.listed_until) == (first, night, night)
+
+    assert scheduled(world, scheme, night + timedelta(hours=1))["extract"]["sweep"] is False  # once a night
+    # The next night's 03:00 run did not happen: the 09:00 run makes it up, short again.
+    made_up = scheduled(world, scheme, night + timedelta(days=1, hours=6))
+    assert made_up["extract"]["sweep_window"] == "recent"
+    # A week after the last whole sweep, the night's sweep is the whole look-back.
+    whole = scheduled(world, scheme, first + timedelta(days=7))
+    assert whole["extract"]["sweep_window"] == "whole"
+    assert whole["extract"]["listing_from"] == (first + timedelta(days=7) - timedelta(days=30)).isoformat()
+    mark = schedule.watermark()
+    assert mark.swept_at == mark.recent_swept_at == first + timedelta(days=7)

@@ -12,7 +12,9 @@
 4. With events on (``scheme.events``) a claim's first read is its finish event (``extract_events``):
    the listing runs every ``events.listing_every_hours``, a listed claim is first read only after
    ``events.safety_reread_hours`` (a safety read, in case its event was lost), waits then double up to
-   ``events.safety_reread_cap_hours``, and the sweep comes every ``events.sweep_every_days``.
+   ``events.safety_reread_cap_hours``; the nightly sweep lists only the last ``events.sweep_window_days``
+   (where a claim DingTalk indexed late after the listing passed it can be), and the whole look-back
+   every ``events.sweep_every_days``.
 5. Within the month's budget (``monthly_call_budget``), in this order of sacrifice: the sweep is
    skipped near the budget, then re-reads of claims waiting at the cap, then other re-reads (longest
    waits first); first reads of new claims go last. At the budget the run makes no metered call.
@@ -21,6 +23,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy.engine import Engine
@@ -62,6 +65,32 @@ def sweep_due(now: datetime, mark: Watermark | None, sweep_hour: int | None, eve
     return mark.swept_at is None or (mark.swept_at < last_slot and now - mark.swept_at >= gap)
 
 
+@dataclass(frozen=True)
+class Sweep:
+    """A sweep this run makes: of the ``whole`` look-back, or (events on) of the recent days; it lists
+    the claims started from ``start``."""
+
+    whole: bool
+    start: datetime
+
+
+def sweep_of(now: datetime, mark: Watermark | None, scheme: Scheme, window_start: datetime) -> Sweep | None:
+    """The sweep due at this run, if any. Without events: the whole look-back, nightly. With events: the
+    whole look-back every ``events.sweep_every_days``, and on the other nights the last
+    ``events.sweep_window_days`` only; the short sweep also reaches back to the watermark (less the
+    overlap), so a listing that failed for longer than the window leaves no gap."""
+    source, events = scheme.source, scheme.events
+    if not events.enabled:
+        return Sweep(True, window_start) if sweep_due(now, mark, source.sweep_hour) else None
+    if sweep_due(now, mark, source.sweep_hour, events.sweep_every_days):
+        return Sweep(True, window_start)
+    if mark is None or not sweep_due(now, Watermark(mark.listed_until, mark.last_sweep()), source.sweep_hour):
+        return None
+    start = min(now - timedelta(days=events.sweep_window_days),
+                mark.listed_until - timedelta(minutes=source.listing_overlap_minutes))
+    return Sweep(False, max(window_start, start))
+
+
 def listing_due(now: datetime, mark: Watermark | None, scheme: Scheme) -> bool:
     """Whether an hourly run lists from the watermark: always, unless events are on and the last
     listing was less than ``events.listing_every_hours`` ago."""
@@ -79,15 +108,20 @@ def extract_hourly(scheme: Scheme, dingtalk: DingTalkClient, engine: Engine, run
     schedule = ReadSchedule(engine, scheme.id)
     budget = CallBudget.of(engine, scheme, run)
     mark = schedule.watermark()
-    sweep = sweep_due(now, mark, source.sweep_hour, scheme.events.sweep_every_days if scheme.events.enabled else 1)
-    if sweep and budget.near():
+    planned = sweep_of(now, mark, scheme, run.window_start)
+    if planned is not None and budget.near():
         log.warning("extract: daily sweep skipped: %d of the month's %d DingTalk calls are spent",
                     budget.used_before, budget.budget)
-        sweep = False
+        planned = None
+    sweep = planned is not None
     start = run.window_start
-    if mark is not None and not sweep:
+    if planned is not None:
+        start = planned.start
+    elif mark is not None:
         start = max(run.window_start, min(mark.listed_until, now) - timedelta(minutes=source.listing_overlap_minutes))
-    counts: dict = {"listing_from": start.isoformat(), "sweep": sweep, "listed": 0, "new": 0,
+    counts: dict = {"listing_from": start.isoformat(), "sweep": sweep,
+                    "sweep_window": None if planned is None else ("whole" if planned.whole else "recent"),
+                    "listed": 0, "new": 0,
                     "due": 0, "deferred_by_budget": 0, "budget_state": budget.state()}
 
     listed: list[str] = []
@@ -99,7 +133,7 @@ def extract_hourly(scheme: Scheme, dingtalk: DingTalkClient, engine: Engine, run
                  scheme.events.listing_every_hours, mark.listed_until.isoformat() if mark else "-")
     elif complete:
         log.info("extract: listing %s claims started in [%s, %s)%s", source.process_code, start.isoformat(),
-                 now.isoformat(), " (sweep of the look-back window)" if sweep or mark is None else "")
+                 now.isoformat(), sweep_label(planned, mark, scheme))
         for instance_id in dingtalk.list_instance_ids(source.process_code, start, now):
             if "\x00" in instance_id:   # the read schedule cannot hold it: reported, not read
                 answers.unstorable_id(instance_id)
@@ -120,7 +154,8 @@ def extract_hourly(scheme: Scheme, dingtalk: DingTalkClient, engine: Engine, run
     else:
         schedule.schedule_new(new, now, first)
     if complete:
-        schedule.advance_watermark(now, run.run_id, swept=sweep or mark is None)
+        whole = mark is None or (planned is not None and planned.whole)
+        schedule.advance_watermark(now, run.run_id, swept=whole, swept_recent=whole or sweep)
     schedule.schedule_unscheduled(now, first)
     counts.update(listed=len(listed), new=len(new))
     if sweep and mark is not None and new:
@@ -150,6 +185,15 @@ def extract_hourly(scheme: Scheme, dingtalk: DingTalkClient, engine: Engine, run
         reschedule(answers, schedule, now, cap, first)
     log.info("extract: %d listed (%d new), %d reads due, %s", len(listed), len(new), len(ids), answers.describe())
     return {**counts, **answers.counts()}
+
+
+def sweep_label(planned: Sweep | None, mark: Watermark | None, scheme: Scheme) -> str:
+    """How the listing's range reads in the task log."""
+    if mark is None or (planned is not None and planned.whole):
+        return " (sweep of the look-back window)"
+    if planned is not None:
+        return f" (nightly sweep of the last {scheme.events.sweep_window_days} days)"
+    return ""
 
 
 def reschedule(answers: Answers, schedule: ReadSchedule, now: datetime, cap: timedelta, first: timedelta) -> None:

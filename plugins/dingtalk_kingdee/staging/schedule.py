@@ -27,10 +27,17 @@ CLOSED_KEPT = timedelta(days=366)
 
 @dataclass(frozen=True)
 class Watermark:
-    """Claims started before ``listed_until`` were listed; ``swept_at``: the last whole-window sweep."""
+    """Claims started before ``listed_until`` were listed; ``swept_at``: the last whole-window sweep;
+    ``recent_swept_at``: the last sweep of the recent days only (event mode's nightly short sweep)."""
 
     listed_until: datetime
     swept_at: datetime | None
+    recent_swept_at: datetime | None = None
+
+    def last_sweep(self) -> datetime | None:
+        """The last sweep of either kind (a whole sweep covers the recent days too)."""
+        known = [t for t in (self.swept_at, self.recent_swept_at) if t is not None]
+        return max(known) if known else None
 
 
 @dataclass(frozen=True)
@@ -54,30 +61,37 @@ class ReadSchedule:
 
     def watermark(self) -> Watermark | None:
         with self.engine.connect() as conn:
-            row = conn.execute(sa.select(listing_watermarks.c.listed_until, listing_watermarks.c.swept_at)
+            row = conn.execute(sa.select(listing_watermarks.c.listed_until, listing_watermarks.c.swept_at,
+                                         listing_watermarks.c.recent_swept_at)
                                .where(listing_watermarks.c.scheme_id == self.scheme_id)).first()
         if row is None:
             return None
-        return Watermark(_aware(row.listed_until), _aware(row.swept_at) if row.swept_at else None)
+        return Watermark(_aware(row.listed_until), _aware(row.swept_at) if row.swept_at else None,
+                         _aware(row.recent_swept_at) if row.recent_swept_at else None)
 
-    def advance_watermark(self, listed_until: datetime, run_id: str, swept: bool = False) -> None:
-        """Record a successful listing up to ``listed_until``; the watermark never moves back (a
-        backfill of an older hour leaves it where it is)."""
+    def advance_watermark(self, listed_until: datetime, run_id: str, swept: bool = False,
+                          swept_recent: bool = False) -> None:
+        """Record a successful listing up to ``listed_until`` (``swept``: of the whole look-back;
+        ``swept_recent``: of the recent days only); the watermark never moves back (a backfill of an
+        older hour leaves it where it is)."""
         listed_until = _utc(listed_until)
         with self.engine.begin() as conn:
-            current = conn.execute(sa.select(listing_watermarks.c.listed_until, listing_watermarks.c.swept_at)
+            current = conn.execute(sa.select(listing_watermarks.c.listed_until, listing_watermarks.c.swept_at,
+                                             listing_watermarks.c.recent_swept_at)
                                    .where(listing_watermarks.c.scheme_id == self.scheme_id)
                                    .with_for_update()).first()
             if current is None:
                 conn.execute(listing_watermarks.insert().values(
                     scheme_id=self.scheme_id, listed_until=listed_until, swept_at=listed_until if swept else None,
-                    updated_at=listed_until, run_id=run_id))
+                    recent_swept_at=listed_until if swept_recent else None, updated_at=listed_until, run_id=run_id))
                 return
             values: dict = {"updated_at": listed_until, "run_id": run_id}
             if listed_until > _aware(current.listed_until):
                 values["listed_until"] = listed_until
             if swept and (current.swept_at is None or listed_until > _aware(current.swept_at)):
                 values["swept_at"] = listed_until
+            if swept_recent and (current.recent_swept_at is None or listed_until > _aware(current.recent_swept_at)):
+                values["recent_swept_at"] = listed_until
             conn.execute(listing_watermarks.update().where(listing_watermarks.c.scheme_id == self.scheme_id)
                          .values(**values))
 

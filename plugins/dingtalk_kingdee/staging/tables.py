@@ -135,12 +135,14 @@ alerts = sa.Table(
 # DingTalk call economy (docs/operating.md, "DingTalk call budget").
 # Where a scheme's hourly listing stands: claims started before ``listed_until`` have been listed by a
 # successful listing; the next hourly run lists from there (minus an overlap). ``swept_at``: the last
-# daily sweep of the whole look-back window.
+# daily sweep of the whole look-back window; ``recent_swept_at``: with events on, the last nightly sweep
+# of the recent days only (``events.sweep_window_days``).
 listing_watermarks = sa.Table(
     "dk_listing_watermarks", metadata,
     sa.Column("scheme_id", sa.String(64), primary_key=True),
     sa.Column("listed_until", sa.DateTime(timezone=True), nullable=False),
     sa.Column("swept_at", sa.DateTime(timezone=True)),
+    sa.Column("recent_swept_at", sa.DateTime(timezone=True)),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("run_id", sa.String(250)),
 )
