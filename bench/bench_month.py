@@ -5,11 +5,17 @@ The DingTalk emulator runs on a clock this script controls and with no QPS limit
 claims through a 30-day month (working hours, China time), each decided after a delay from minutes to
 10 days (approved, refused, withdrawn, terminated) or never decided. 720 scheduled hourly runs of the
 real pipeline (extract → transform → load → write_back → report, DingTalkHook and KingdeeHook against
-the emulators, staging on SQLite or ``--staging-url``) go by; a few hours fail their listing. Printed per
-mode and volume: DingTalk calls by API, calls per paid claim, the largest run, idle-run calls, the delay
+the emulators, staging on SQLite or ``--staging-url``) go by; a few hours fail their listing.
+``--history-days N`` (default 30) starts the month warm, as a deployment that has run before: the
+claims of the N days before it (same generator, same rate) are in the emulator, those decided before
+the month already staged and billed by one run at the month's eve (its calls are not counted), the
+others still running with their read schedule, decided during the month; so the look-back window is
+full from the first hour.
+Printed per mode and volume: DingTalk calls by API, calls per paid claim, the largest run, idle-run calls, the delay
 from approval to bill (median, p95, max), claims lost or paid twice.
 
     python bench/bench_month.py [--claims 300 1000 5000] [--modes lookback incremental] [--budget N]
+                                [--history-days 30] [--seed N]
 """
 
 from __future__ import annotations
@@ -94,22 +100,22 @@ def month_start() -> datetime:
     return first
 
 
-def working_time(rng: random.Random, start: datetime) -> datetime:
-    """A moment in working hours (Mon-Fri 09:00-18:00 China time) of the 30 days from ``start``."""
+def working_time(rng: random.Random, start: datetime, days: int = 30) -> datetime:
+    """A moment in working hours (Mon-Fri 09:00-18:00 China time) of the ``days`` days from ``start``."""
     while True:
-        moment = start + timedelta(seconds=rng.uniform(0, HOURS * 3600))
+        moment = start + timedelta(seconds=rng.uniform(0, days * 86400))
         if moment.weekday() < 5 and 9 <= moment.hour < 18:
             return moment
 
 
-def plan_claims(count: int, start: datetime, seed: int) -> list[Planned]:
+def plan_claims(count: int, start: datetime, seed: int, days: int = 30) -> list[Planned]:
     rng = random.Random(seed)
-    seeded = generate_claims(SeedConfig(count=count, seed=seed, start=start, end=start + timedelta(days=30),
+    seeded = generate_claims(SeedConfig(count=count, seed=seed, start=start, end=start + timedelta(days=days),
                                         status_weights={"agree": 1.0}, edge_rate=0.0))
     planned = []
     for claim in seeded:
         instance = dict(claim.instance)
-        started = working_time(rng, start)
+        started = working_time(rng, start, days)
         outcome = rng.choices(list(OUTCOMES), weights=list(OUTCOMES.values()))[0]
         # Decision delay log-uniform from 5 minutes to 10 days (median about 7 hours).
         delay = timedelta(minutes=math.exp(rng.uniform(math.log(5), math.log(10 * 24 * 60))))
@@ -119,6 +125,13 @@ def plan_claims(count: int, start: datetime, seed: int) -> list[Planned]:
                                claim.truth.payable and outcome == "agree"))
     planned.sort(key=lambda p: p.started)
     return planned
+
+
+def plan_history(count: int, start: datetime, seed: int, days: int) -> list[Planned]:
+    """The claims of the ``days`` days before the month, at the month's rate (``count`` per 30 days)."""
+    if days <= 0:
+        return []
+    return plan_claims(round(count * days / 30), start - timedelta(days=days), seed + 1000, days)
 
 
 def month_scheme(mode: str, args: argparse.Namespace) -> Scheme:
@@ -136,7 +149,8 @@ def month_scheme(mode: str, args: argparse.Namespace) -> Scheme:
 
 
 # Event settings the command line may change (``--listing-every-hours`` ...).
-EVENT_SETTINGS = ("listing_every_hours", "safety_reread_hours", "safety_reread_cap_hours", "sweep_every_days")
+EVENT_SETTINGS = ("listing_every_hours", "safety_reread_hours", "safety_reread_cap_hours", "sweep_every_days",
+                  "sweep_window_days")
 
 
 def pushed_event(updated: dict, process_code: str) -> dict | None:
@@ -152,7 +166,8 @@ def pushed_event(updated: dict, process_code: str) -> dict | None:
     return approval_verdict(event, process_code).payload
 
 
-def simulate(mode: str, planned: list[Planned], start: datetime, args: argparse.Namespace) -> Result:
+def simulate(mode: str, planned: list[Planned], start: datetime, args: argparse.Namespace,
+             history: list[Planned] = ()) -> Result:
     reset_shared_state()
     result = Result(mode, len(planned))
     scheme = month_scheme(mode, args)
@@ -165,8 +180,9 @@ def simulate(mode: str, planned: list[Planned], start: datetime, args: argparse.
     os.environ["AIRFLOW_CONN_KINGDEE_DEFAULT"] = json.dumps(kingdee.connection())
     rng = random.Random(args.seed + 1)
     failing = set(rng.sample(range(24, max(25, args.hours - 48)), args.failed_hours))
-    by_id = {p.instance["process_instance_id"]: p for p in planned}
-    decisions = sorted((p.decided, p) for p in planned if p.decided is not None)
+    by_id = {p.instance["process_instance_id"]: p for p in [*history, *planned]}
+    decisions = sorted(((p.decided, p) for p in by_id.values() if p.decided is not None and p.decided >= start),
+                       key=lambda d: d[0])
     billed_at: dict[str, datetime] = {}
     lost_ids: set[str] = set()
     rng_events = random.Random(args.seed + 2)
@@ -176,6 +192,7 @@ def simulate(mode: str, planned: list[Planned], start: datetime, args: argparse.
         os.environ["DK_VAR_DIR"] = scratch
         engine = staging.connect(args.staging_url or f"sqlite:///{Path(scratch) / 'staging.db'}")
         staged = staging.SchemeStaging(engine, scheme.id)
+        before = warm_up(dingtalk, kingdee, scheme, engine, staged, history, start, billed_at)
         for hour in range(1, args.hours + 1):
             end = start + timedelta(hours=hour)
             fresh = []
@@ -223,16 +240,17 @@ def simulate(mode: str, planned: list[Planned], start: datetime, args: argparse.
         engine.dispose()
     result.seconds = time.perf_counter() - began
     # The last run's calls are dated just after the month: every month the emulator metered counts.
-    for month in dingtalk.usage()["months"].values():
-        result.calls.update(month["by_api"])
+    result.calls = metered_calls(dingtalk) - before.calls
     paid = Counter(str(b["FTHIRDBILLNO"]) for b in kingdee.bills("AP_PAYBILL"))
-    result.paid = len(paid)
+    result.paid = len(paid) - before.bills
     result.paid_twice = sum(1 for n in paid.values() if n > 1)
     horizon = start + timedelta(hours=args.hours) - timedelta(hours=longest_wait_hours(scheme) + 2)
     for instance_id, claim in by_id.items():
         if not claim.payable or claim.decided is None:
             continue
         if instance_id in billed_at:
+            if claim.decided < start:   # billed before the month (warm start): no delay of the month
+                continue
             delay = (billed_at[instance_id] - claim.decided).total_seconds() / 3600
             result.delays_h.append(delay)
             if instance_id in lost_ids:
@@ -242,6 +260,47 @@ def simulate(mode: str, planned: list[Planned], start: datetime, args: argparse.
     dingtalk.stop()
     kingdee.stop()
     return result
+
+
+def metered_calls(dingtalk: DingTalkEmulator) -> Counter:
+    """Every metered call the emulator counted, by API, all months together."""
+    calls: Counter = Counter()
+    for month in dingtalk.usage()["months"].values():
+        calls.update(month["by_api"])
+    return calls
+
+
+@dataclass
+class WarmStart:
+    """What the month's eve left: metered calls and Kingdee bills made before the month (not counted)."""
+
+    calls: Counter = field(default_factory=Counter)
+    bills: int = 0
+
+
+def warm_up(dingtalk: DingTalkEmulator, kingdee: KingdeeEmulator, scheme: Scheme, engine, staged,
+            history: list[Planned], start: datetime, billed_at: dict[str, datetime]) -> WarmStart:
+    """The state a deployment running before the month has at its start: the history's claims in the
+    emulator with the decisions made before the month, and one scheduled run at the month's eve (whose
+    first listing reads them all: staged, billed when payable, the undecided ones in the read schedule).
+    Its calls fall in the previous month (the month's budget is untouched) and are left out."""
+    if not history:
+        return WarmStart()
+    dingtalk.set_clock(history[0].started)
+    dingtalk.add_instances([p.instance for p in history])
+    for claim in sorted((p for p in history if p.decided is not None and p.decided < start), key=lambda p: p.decided):
+        status, verdict = STATUS_OF[claim.outcome]
+        dingtalk.set_clock(claim.decided)
+        dingtalk.set_outcome(claim.instance["process_instance_id"], status, verdict, claim.decided)
+    eve = start - timedelta(minutes=1)
+    dingtalk.set_clock(eve)
+    run = pipeline.Run(run_id=f"scheduled__{eve.isoformat()}", window_start=eve - timedelta(days=30),
+                       window_end=eve, scheduled=True)
+    pipeline.run_all(scheme, DingTalkHook("dingtalk_default", retry_policy=FAST), KingdeeHook("kingdee_default"),
+                     engine, run)
+    for instance_id in staged.bills(BillState.LOADED):
+        billed_at.setdefault(instance_id, eve)
+    return WarmStart(metered_calls(dingtalk), len({str(b["FTHIRDBILLNO"]) for b in kingdee.bills("AP_PAYBILL")}))
 
 
 def _minute(moment: datetime) -> datetime:
@@ -336,16 +395,21 @@ def main() -> None:
     parser.add_argument("--staging-url", default="")
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--hours", type=int, default=HOURS, help="hourly runs to play (default: the month)")
+    parser.add_argument("--history-days", type=int, default=30,
+                        help="days of claims before the month, as a deployment already running has them "
+                             "(0: the month starts empty)")
     args = parser.parse_args()
     start = month_start()
     print(f"month from {start.isoformat()}, {args.hours} hourly runs; machine: {platform.node()} "
           f"{os.cpu_count()} CPUs, Python {platform.python_version()}, "
-          f"staging {'given URL' if args.staging_url else 'SQLite'}")
+          f"staging {'given URL' if args.staging_url else 'SQLite'}, history {args.history_days} days, "
+          f"seed {args.seed}")
     results = []
     for count in args.claims:
         planned = plan_claims(count, start, args.seed)
+        history = plan_history(count, start, args.seed, args.history_days)
         for mode in args.modes:
-            results.append(simulate(mode, planned, start, args))
+            results.append(simulate(mode, planned, start, args, history))
             show(results[-1:], args.budget)
     print()
     show(results, args.budget)
