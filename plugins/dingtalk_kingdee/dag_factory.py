@@ -79,8 +79,8 @@ in the triggerer by `ApprovalEventTrigger` on connection `{dingtalk_conn_id}`): 
 starts a run that reads and bills exactly the claims its events name, within a minute of the approval.
 The hourly runs then list new claims every {listing_every_hours} h and read a claim whose event never came
 {safety_reread_hours} h after it was listed (then doubling up to {safety_reread_cap_hours} h); the
-look-back sweep runs every {sweep_every_days} days. The run's trigger and its events are in the `plan` and
-`report` logs.
+nightly sweep lists the last {sweep_window_days} days, and the whole look-back every {sweep_every_days} days.
+The run's trigger and its events are in the `plan` and `report` logs.
 """
 
 # Airflow's run type of a run created from asset events (the scheduler's DagRunType.ASSET_TRIGGERED).
@@ -190,7 +190,7 @@ def _events_doc(scheme: Scheme) -> str:
                              listing_every_hours=events.listing_every_hours,
                              safety_reread_hours=events.safety_reread_hours,
                              safety_reread_cap_hours=events.safety_reread_cap_hours,
-                             sweep_every_days=events.sweep_every_days)
+                             sweep_every_days=events.sweep_every_days, sweep_window_days=events.sweep_window_days)
 
 
 def _engine() -> Engine:
