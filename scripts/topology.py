@@ -392,7 +392,10 @@ def banner(topology: Topology) -> str:
     staging_url = topology.database_url("staging", "postgresql+psycopg")
     kingdee_root = topology.kingdee.base_url.removesuffix("/k3cloud/")
     python = os.path.relpath(sys.executable, Path.cwd()) if sys.executable.startswith(str(ROOT)) else sys.executable
-    scheme = SCHEME_FILE.relative_to(ROOT)
+    # With --events the DAG reads the scheme from a folder of the topology's own (DK_SCHEMES_DIR).
+    schemes_dir = topology.env.get("DK_SCHEMES_DIR")
+    scheme_file = Path(schemes_dir) / SCHEME_FILE.name if schemes_dir else SCHEME_FILE
+    scheme = scheme_file.relative_to(ROOT) if scheme_file.is_relative_to(ROOT) else scheme_file
     events = (f"\nEvents:    curl {topology.dingtalk.base_url}/_emulator/stream   (the scheme runs on approval events)"
               if config.events else "")
     return f"""
