@@ -29,7 +29,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -366,23 +368,41 @@ class Topology:
         path = self.log_dir / f"{name}.log"
         return path.read_text(encoding="utf-8", errors="replace")[-chars:] if path.exists() else ""
 
-    def stop(self) -> None:
-        """SIGTERM to each process group (warm shutdown for Celery), SIGKILL for what is left."""
-        for proc in self.processes.values():
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 30
-        for proc in self.processes.values():
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(max(0.1, deadline - time.monotonic()))
-        for proc in self.processes.values():
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        self.processes.clear()
-        self.dingtalk.stop()
-        with contextlib.suppress(Exception):  # never started when the databases could not be created
-            self.kingdee.stop()
+    def stop(self, grace: float = 30.0) -> None:
+        """SIGTERM to each process group (warm shutdown for Celery), SIGKILL for what is left after
+        ``grace`` seconds. Deaf to Ctrl-C and SIGTERM meanwhile: `make` passes its SIGTERM on to this
+        process, which a process-group kill has signalled already, and a second signal cutting the
+        stop short would leave the processes running."""
+        with stop_signals_ignored():
+            for proc in self.processes.values():
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+            deadline = time.monotonic() + grace
+            for proc in self.processes.values():
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(max(0.1, deadline - time.monotonic()))
+            for proc in self.processes.values():
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            self.processes.clear()
+            self.dingtalk.stop()
+            with contextlib.suppress(Exception):  # never started when the databases could not be created
+                self.kingdee.stop()
+
+
+@contextlib.contextmanager
+def stop_signals_ignored() -> Iterator[None]:
+    """SIGINT and SIGTERM ignored inside (only the main thread may change signal handlers)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    kept = {number: signal.signal(number, signal.SIG_IGN) for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for number, handler in kept.items():
+            signal.signal(number, handler)
 
 
 def banner(topology: Topology) -> str:
