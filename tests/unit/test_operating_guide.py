@@ -61,7 +61,7 @@ def command_lines(text: str) -> list[list[str]]:
     commands = []
     for block in fenced_blocks(text):
         heredoc_end = None
-        for line in block.splitlines():
+        for line in block.replace("\\\n", " ").splitlines():
             if heredoc_end:
                 heredoc_end = None if line.strip() == heredoc_end else heredoc_end
                 continue
@@ -162,12 +162,16 @@ def test_the_health_check_names_every_component_the_topology_waits_for():
         assert f"`{component}`" in step, component
 
 
+def whole_guide() -> str:
+    return GUIDE.read_text(encoding="utf-8")
+
+
 def test_make_targets_and_topology_options_exist():
     makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
     help_text = subprocess.run([sys.executable, str(ROOT / "scripts" / "topology.py"), "--help"],
                                capture_output=True, text=True, check=True).stdout
-    commands = [words for words in command_lines(production()) if words[0] == "make"]
-    assert commands, "the production steps name no make target"
+    commands = [words for words in command_lines(whole_guide()) if words[0] == "make"]
+    assert [words for words in command_lines(production()) if words[0] == "make"], "the production steps name no make"
     for words in commands:
         target = next(w for w in words[1:] if "=" not in w)
         assert re.search(rf"^{re.escape(target)}:", makefile, flags=re.M), f"make {target}: no such target"
@@ -184,17 +188,26 @@ def test_files_named_by_the_production_steps_exist():
     assert not missing, missing
 
 
+def airflow_arguments(words: list[str]) -> list[str] | None:
+    """The arguments of an `airflow` command line (after `KEY=value` prefixes, or run by `docker compose
+    exec <service>`); None for any other command."""
+    start = 0
+    while start < len(words) and re.match(r"\w+=", words[start]):
+        start += 1
+    if words[start:start + 1] == ["airflow"]:
+        args = words[start + 1:]
+    elif "exec" in words and "airflow" in words[words.index("exec") + 2:]:
+        args = words[words.index("airflow", words.index("exec") + 2) + 1:]
+    else:
+        return None
+    return [word.strip("[]") for word in args]  # `[--dry-run]`: an optional option is still an option
+
+
 def test_airflow_commands_and_options_exist_in_airflow_cli():
-    """Each `airflow ...` of the production steps (compose's `docker compose exec ... airflow ...` too),
+    """Each `airflow ...` of the guide's command blocks (`docker compose exec ... airflow ...` too),
     walked through Airflow's own argument parser as the services are configured (docker/airflow.env:
     CeleryExecutor, whose `celery` commands the executor adds, and the FAB auth manager)."""
-    commands = []
-    for words in command_lines(production()):
-        if "airflow" in words:
-            args = words[words.index("airflow") + 1:]
-            if words[0] == "docker" and not args:
-                continue  # an image or service name, not the CLI
-            commands.append(args)
+    commands = [args for args in map(airflow_arguments, command_lines(whole_guide())) if args is not None]
     assert any(c[:2] == ["celery", "worker"] for c in commands)
     script = """
 import argparse, json, sys
