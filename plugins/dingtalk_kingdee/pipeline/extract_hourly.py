@@ -14,7 +14,8 @@
    ``events.safety_reread_hours`` (a safety read, in case its event was lost), waits then double up to
    ``events.safety_reread_cap_hours``; the nightly sweep lists only the last ``events.sweep_window_days``
    (where a claim DingTalk indexed late after the listing passed it can be), and the whole look-back
-   every ``events.sweep_every_days``.
+   every ``events.sweep_every_days``. That sweep lists only up to the watermark (a claim it finds there
+   was missed and is read now); the hours after it are left to the watermark listing.
 5. Within the month's budget (``monthly_call_budget``), in this order of sacrifice: the sweep is
    skipped near the budget, then re-reads of claims waiting at the cap, then other re-reads (longest
    waits first); first reads of new claims go last. At the budget the run makes no metered call.
@@ -124,43 +125,54 @@ def extract_hourly(scheme: Scheme, dingtalk: DingTalkClient, engine: Engine, run
                     "listed": 0, "new": 0,
                     "due": 0, "deferred_by_budget": 0, "budget_state": budget.state()}
 
-    listed: list[str] = []
-    complete = budget.remaining() > 0
     listing = sweep or listing_due(now, mark, scheme)
     counts["listing"] = listing
+    # With events on, the sweep stops at the watermark: a claim unknown there was missed by the listing
+    # and is read now; the hours after it are the watermark listing's (when due), whose new claims are
+    # only not listed yet and wait for their event like any other.
+    split = sweep and scheme.events.enabled and mark is not None
+    swept: list[str] = []
+    listed: list[str] = []
+    sweep_complete = listing_complete = False
     if not listing:
         log.info("extract: no listing this hour (events on: every %d h; the last listing reached %s)",
                  scheme.events.listing_every_hours, mark.listed_until.isoformat() if mark else "-")
-    elif complete:
-        log.info("extract: listing %s claims started in [%s, %s)%s", source.process_code, start.isoformat(),
-                 now.isoformat(), sweep_label(planned, mark, scheme))
-        for instance_id in dingtalk.list_instance_ids(source.process_code, start, now):
-            if "\x00" in instance_id:   # the read schedule cannot hold it: reported, not read
-                answers.unstorable_id(instance_id)
-                continue
-            listed.append(instance_id)
-            if budget.remaining(calls.metered()) <= 0:
-                log.warning("extract: listing stopped at the month's DingTalk call budget (%d)", budget.budget)
-                complete = False
-                break
-    else:
+    elif budget.remaining() <= 0:
         log.warning("extract: the month's DingTalk call budget (%d) is spent: no DingTalk call this run",
                     budget.budget)
-    complete = complete and listing
-    new = schedule.unknown_among(listed)
-    if sweep or mark is None:
+    elif split:
+        sweep_end = min(mark.listed_until, now)
+        swept, sweep_complete = list_ids(dingtalk, source.process_code, start, sweep_end,
+                                         sweep_label(planned, mark, scheme), answers, budget, calls)
+        if sweep_complete and listing_due(now, mark, scheme):
+            from_mark = max(run.window_start, sweep_end - timedelta(minutes=source.listing_overlap_minutes))
+            listed, listing_complete = list_ids(dingtalk, source.process_code, from_mark, now, "", answers,
+                                                budget, calls)
+    else:
+        listed, listing_complete = list_ids(dingtalk, source.process_code, start, now,
+                                            sweep_label(planned, mark, scheme), answers, budget, calls)
+        sweep_complete = sweep and listing_complete
+    missed = schedule.unknown_among(swept)
+    known_missed = set(missed)
+    new = [i for i in schedule.unknown_among(listed) if i not in known_missed]
+    if (sweep and not split) or mark is None:
         # Claims the hourly path did not see (or a first run's history) are read now.
         schedule.schedule_new(new, now - first, first)
     else:
         schedule.schedule_new(new, now, first)
-    if complete:
-        whole = mark is None or (planned is not None and planned.whole)
-        schedule.advance_watermark(now, run.run_id, swept=whole, swept_recent=whole or sweep)
+    schedule.schedule_new(missed, now - first, first)
+    whole = mark is None or (planned is not None and planned.whole)
+    if listing_complete:
+        schedule.advance_watermark(now, run.run_id, swept=whole and not split,
+                                    swept_recent=(whole or sweep) and not split)
+    if split and sweep_complete:
+        schedule.record_sweep(now, run.run_id, whole=whole)
     schedule.schedule_unscheduled(now, first)
-    counts.update(listed=len(listed), new=len(new))
-    if sweep and mark is not None and new:
-        log.warning("extract: the daily sweep found %d claims the hourly listing missed: %s", len(new), new[:10])
-        counts["found_by_sweep"] = len(new)
+    counts.update(listed=len(swept) + len(listed), new=len(new) + len(missed))
+    found = missed if split else (new if sweep and mark is not None else [])
+    if found:
+        log.warning("extract: the daily sweep found %d claims the hourly listing missed: %s", len(found), found[:10])
+        counts["found_by_sweep"] = len(found)
 
     due = schedule.due(now)
     if budget.near(calls.metered()):
@@ -185,6 +197,24 @@ def extract_hourly(scheme: Scheme, dingtalk: DingTalkClient, engine: Engine, run
         reschedule(answers, schedule, now, cap, first)
     log.info("extract: %d listed (%d new), %d reads due, %s", len(listed), len(new), len(ids), answers.describe())
     return {**counts, **answers.counts()}
+
+
+def list_ids(dingtalk: DingTalkClient, process_code: str, start: datetime, end: datetime, label: str,
+             answers: Answers, budget: CallBudget, calls: StepCalls) -> tuple[list[str], bool]:
+    """The ids of the claims started in ``[start, end)`` and whether the listing completed (it stops at
+    the month's budget)."""
+    log.info("extract: listing %s claims started in [%s, %s)%s", process_code, start.isoformat(), end.isoformat(),
+             label)
+    ids: list[str] = []
+    for instance_id in dingtalk.list_instance_ids(process_code, start, end):
+        if "\x00" in instance_id:   # the read schedule cannot hold it: reported, not read
+            answers.unstorable_id(instance_id)
+            continue
+        ids.append(instance_id)
+        if budget.remaining(calls.metered()) <= 0:
+            log.warning("extract: listing stopped at the month's DingTalk call budget (%d)", budget.budget)
+            return ids, False
+    return ids, True
 
 
 def sweep_label(planned: Sweep | None, mark: Watermark | None, scheme: Scheme) -> str:

@@ -95,6 +95,22 @@ class ReadSchedule:
             conn.execute(listing_watermarks.update().where(listing_watermarks.c.scheme_id == self.scheme_id)
                          .values(**values))
 
+    def record_sweep(self, at: datetime, run_id: str, whole: bool) -> None:
+        """Record a sweep that listed up to the watermark, which it leaves where it is (event mode:
+        the watermark listing moves it): the recent days swept at ``at``, and the whole look-back if
+        ``whole``."""
+        at = _utc(at)
+        column = listing_watermarks.c.recent_swept_at
+        values: dict = {"recent_swept_at": sa.case((sa.or_(column.is_(None), column < at), at), else_=column),
+                        "run_id": run_id}
+        if whole:
+            values["swept_at"] = sa.case((sa.or_(listing_watermarks.c.swept_at.is_(None),
+                                                 listing_watermarks.c.swept_at < at), at),
+                                         else_=listing_watermarks.c.swept_at)
+        with self.engine.begin() as conn:
+            conn.execute(listing_watermarks.update().where(listing_watermarks.c.scheme_id == self.scheme_id)
+                         .values(**values))
+
     # -- the read schedule ----------------------------------------------------------------------
 
     def schedule_new(self, instance_ids: Iterable[str], now: datetime, first_interval: timedelta) -> int:
