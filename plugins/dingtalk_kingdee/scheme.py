@@ -216,10 +216,10 @@ class EventsSpec(_Strict):
     """
 
     enabled: bool = False
-    listing_every_hours: int = Field(default=6, ge=1, le=24)
+    listing_every_hours: int = Field(default=12, ge=1, le=24)
     safety_reread_hours: int = Field(default=48, ge=1, le=30 * 24)
     safety_reread_cap_hours: int = Field(default=192, ge=1, le=30 * 24)
-    sweep_every_days: int = Field(default=7, ge=1, le=30)
+    sweep_every_days: int = Field(default=14, ge=1, le=30)
     sweep_window_days: int = Field(default=3, ge=1, le=364)
 
     @model_validator(mode="after")
