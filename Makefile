@@ -15,7 +15,7 @@ export AIRFLOW__LOGGING__LOGGING_LEVEL ?= INFO
 export DK_VAR_DIR ?= $(CURDIR)/var
 export PYTHONPATH := $(CURDIR)/plugins:$(CURDIR)/emulators:$(CURDIR)
 
-.PHONY: venv airflow-db test test-reliability test-topology topology test-ui lint demo airflow emulators bench wheel lock clean
+.PHONY: venv airflow-db test test-reliability test-topology test-events topology test-ui lint demo airflow emulators bench wheel lock clean
 
 # A project-local venv; reinstalls only when a requirements file or pyproject.toml changed.
 $(STAMP): requirements.lock requirements.txt requirements-dev.txt pyproject.toml emulators/pyproject.toml
@@ -55,6 +55,12 @@ test-reliability: $(STAMP) airflow-db
 # workers, PostgreSQL on 127.0.0.1:5432, Redis on 127.0.0.1:6379) driven through the REST API.
 test-topology: $(STAMP)
 	DK_TOPOLOGY=1 $(BIN)/python -m pytest tests/topology $(PYTEST_ARGS)
+
+# DingTalk Stream events on real Airflow processes (api-server, scheduler, dag-processor, triggerer; LocalExecutor,
+# PostgreSQL, Redis): approvals in the emulator become bills through asset-triggered runs, across triggerer crashes,
+# dropped sockets and duplicated deliveries.
+test-events: $(STAMP)
+	DK_EVENTS=1 $(BIN)/python -m pytest -p no:cacheprovider tests/events $(PYTEST_ARGS)
 
 # The same topology to look at: prints the UI address and its admin password (Ctrl-C stops all).
 # Options of scripts/topology.py through TOPOLOGY_ARGS, e.g. TOPOLOGY_ARGS="--name mine --redis-db 9".

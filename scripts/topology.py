@@ -183,6 +183,7 @@ class Topology:
         self.api_url = f"http://127.0.0.1:{self.api_port}"
         self.log_dir = config.state_dir / "logs"
         self.processes: dict[str, subprocess.Popen] = {}
+        self.commands: dict[str, tuple[list[str], dict[str, str]]] = {}
         now = datetime.now(UTC).replace(microsecond=0)
         self.seed: list[SeedClaim] = generate_claims(SeedConfig(
             count=config.claims, seed=config.seed, start=now - timedelta(days=config.days),
@@ -274,6 +275,8 @@ class Topology:
 
     def start(self, timeout: float = 300.0) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        for old_log in self.log_dir.glob("*.log"):  # a restarted service appends to its log: start afresh
+            old_log.unlink()
         self.recreate_databases()
         self.flush_broker()
         self.dingtalk.start()
@@ -332,10 +335,23 @@ class Topology:
             raise RuntimeError(f"airflow-init failed (exit {proc.returncode}):\n{tail}")
 
     def spawn(self, name: str, args: list[str], **extra_env: str) -> None:
-        log = open(self.log_dir / f"{name}.log", "w")  # noqa: SIM115 - the process writes it until stopped
+        self.commands[name] = (args, extra_env)
+        log = open(self.log_dir / f"{name}.log", "a")  # noqa: SIM115 - the process writes it until stopped
         self.processes[name] = subprocess.Popen(["airflow", *args], env={**self.env, **extra_env}, cwd=ROOT,
                                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
+
+    def kill(self, name: str, sig: signal.Signals = signal.SIGKILL) -> None:
+        """Send ``sig`` to one service's process group and wait for it to end (a crash, with SIGKILL)."""
+        proc = self.processes[name]
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        proc.wait(60)
+
+    def respawn(self, name: str) -> None:
+        """Start a stopped service again with the command it was started with (its log goes on)."""
+        args, extra_env = self.commands[name]
+        self.spawn(name, args, **extra_env)
 
     def wait_ready(self, timeout: float) -> None:
         """Healthy components (scheduler, dag-processor, triggerer heartbeats), ready workers, DAG parsed."""

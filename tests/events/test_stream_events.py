@@ -1,0 +1,99 @@
+"""Approvals in DingTalk become Kingdee bills through Stream events and Airflow's event-driven
+scheduling, on real Airflow processes (tests/events/conftest.py), driven only through the DingTalk
+emulator's admin API and Airflow's REST API.
+
+The claims are started a day before the topology: its first hourly run's listing has already passed
+them, so no hourly run can bring them (only an event or the nightly sweep): every bill below comes
+from a run the events triggered.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+
+import pytest
+
+from scripts.approvals import APPROVE, REFUSE, WITHDRAW, running_claims
+from tests.fixtures.event_runs import assert_event_runs_made_every_bill, decide_and_wait
+
+_seeds = itertools.count(1000)
+
+
+def claims(topology, count: int) -> list:
+    return running_claims(count, topology.scheme.source.process_code, seed=next(_seeds))
+
+
+def test_each_approval_becomes_one_bill_through_an_asset_triggered_run(events_topology):
+    approved = claims(events_topology, 3)
+    outcome = decide_and_wait(events_topology, [(c, APPROVE) for c in approved], pace_s=1)
+    assert_event_runs_made_every_bill(outcome, {c.business_id for c in approved})
+    for run in outcome.runs:
+        assert run["run_type"] == "asset_triggered", run
+
+
+def test_thirty_approvals_within_ten_seconds_give_thirty_bills_in_a_few_runs(events_topology):
+    approved = claims(events_topology, 30)
+    started = time.monotonic()
+    outcome = decide_and_wait(events_topology, [(c, APPROVE) for c in approved], pace_s=0.25)
+    assert time.monotonic() - started > 7  # the approvals themselves were spread over about 8 s
+    assert_event_runs_made_every_bill(outcome, {c.business_id for c in approved})
+    event_runs = [r for r in outcome.runs if r["run_type"] == "asset_triggered"]
+    assert 1 <= len(event_runs) <= 10, [outcome.triggered_by[r["dag_run_id"]] for r in event_runs]
+    assert max(len(outcome.triggered_by[r["dag_run_id"]]) for r in event_runs) > 1, "no run batched events"
+
+
+def test_a_refused_or_withdrawn_claim_gives_no_bill(events_topology):
+    refused, withdrawn, approved = claims(events_topology, 3)
+    outcome = decide_and_wait(events_topology,
+                              [(refused, REFUSE), (withdrawn, WITHDRAW), (approved, APPROVE)], pace_s=1)
+    assert {refused.instance_id, withdrawn.instance_id} <= outcome.handled  # their events did trigger runs
+    assert_event_runs_made_every_bill(outcome, {approved.business_id})
+
+
+def test_the_triggerer_killed_and_restarted_loses_nothing(events_topology):
+    """SIGKILL while events are in flight (delivered, maybe not yet stored or acked) and more
+    approvals while it is down: redelivery on the new connection brings every one."""
+    approved = claims(events_topology, 8)
+
+    def crash_and_restart(position: int) -> None:
+        if position == 2:
+            events_topology.kill("triggerer")
+        if position == 5:
+            events_topology.respawn("triggerer")
+
+    outcome = decide_and_wait(events_topology, [(c, APPROVE) for c in approved], pace_s=1,
+                              between=crash_and_restart)
+    assert_event_runs_made_every_bill(outcome, {c.business_id for c in approved})
+    assert "triggerer" in events_topology.processes and events_topology.processes["triggerer"].poll() is None
+
+
+def test_the_socket_dropped_by_dingtalk_loses_nothing(events_topology, dingtalk):
+    approved = claims(events_topology, 6)
+
+    def drop_socket(position: int) -> None:
+        if position == 2:
+            dingtalk.arm("stream_drop")
+
+    outcome = decide_and_wait(events_topology, [(c, APPROVE) for c in approved], pace_s=1,
+                              between=drop_socket)
+    assert_event_runs_made_every_bill(outcome, {c.business_id for c in approved})
+
+
+def test_duplicated_deliveries_pay_once(events_topology, dingtalk):
+    approved = claims(events_topology, 5)
+    dingtalk.arm("stream_duplicate", times=None)
+    try:
+        before = dingtalk.stream()
+        outcome = decide_and_wait(events_topology, [(c, APPROVE) for c in approved], pace_s=1)
+        after = dingtalk.stream()
+    finally:
+        dingtalk.clear_faults()
+    assert after["delivered"] - before["delivered"] >= 2 * len(approved)  # each event went out at least twice
+    assert_event_runs_made_every_bill(outcome, {c.business_id for c in approved})
+
+
+@pytest.fixture(autouse=True)
+def no_fault_left_armed(dingtalk):
+    yield
+    dingtalk.clear_faults()
