@@ -115,6 +115,21 @@ def scheme_event_payloads(triggering_asset_events: Mapping[Any, Sequence[Any]] |
     return [(getattr(event, "extra", None) or {}).get("payload") for event in triggering_asset_events.get(asset, [])]
 
 
+def events_left_behind(inlet_events: Mapping[Any, Any] | None, asset: Asset, run_after: datetime) -> list:
+    """The payloads of ``asset``'s events stored since this run was due (``run_after``).
+
+    Airflow 3.3 hands an event-triggered run only the events up to the first one queued for it
+    (its ``run_after``): events stored after that and before the run was created (a burst within one
+    scheduler loop, or events that came while the previous run still ran, ``max_active_runs=1``) are
+    handed to no run until another event comes (apache/airflow#56050). The plan task has the asset as
+    inlet and takes them too, so none waits; a later run handed them again finds their claims settled.
+    """
+    if not inlet_events:
+        return []
+    return [(getattr(event, "extra", None) or {}).get("payload")
+            for event in inlet_events[asset].after(run_after.isoformat())]
+
+
 def _window_time(value: object, default: datetime | None, what: str) -> datetime:
     parsed = pipeline.form_time(value, what)
     if parsed is not None:
@@ -244,14 +259,18 @@ def build_dag(scheme: Scheme) -> DAG:
         render_template_as_native_obj=True,
     ) as dag:
 
-        @task(task_id="plan")
+        # With events on, the plan reads the approval asset's stored events (events_left_behind).
+        approvals = approval_asset(scheme) if scheme.events.enabled else None
+
+        @task(task_id="plan", inlets=[approvals] if approvals is not None else [])
         def plan() -> dict:
             ctx = get_current_context()
             dag_run = ctx["dag_run"]
             run_type = getattr(dag_run, "run_type", None)
             payloads = None
             if run_type_name(run_type) == ASSET_TRIGGERED:
-                payloads = scheme_event_payloads(ctx.get("triggering_asset_events"), approval_asset(scheme))
+                payloads = (scheme_event_payloads(ctx.get("triggering_asset_events"), approvals)
+                            + events_left_behind(ctx.get("inlet_events"), approvals, dag_run.run_after))
             run = plan_run(scheme, dag_run.run_id, ctx["params"], ctx.get("data_interval_end"), dag_run.run_after,
                            run_type, event_payloads=payloads)
             log.info("plan: %s (trigger: %s)", run.window_text(), run.trigger or "unknown")

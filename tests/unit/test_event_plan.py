@@ -9,7 +9,7 @@ import pendulum
 import pytest
 from airflow.sdk import Asset
 
-from dingtalk_kingdee.dag_factory import plan_run, scheme_event_payloads
+from dingtalk_kingdee.dag_factory import events_left_behind, plan_run, scheme_event_payloads
 from dingtalk_kingdee.errors import SchemeError
 from dingtalk_kingdee.pipeline import Run
 from dingtalk_kingdee.scheme import load_scheme
@@ -156,3 +156,27 @@ def test_with_events_off_the_dag_keeps_its_hourly_timetable(tmp_path, monkeypatc
     dag = _events_dagbag(tmp_path, monkeypatch, "events:\n  enabled: false\n")
     assert isinstance(dag.timetable, CronDataIntervalTimetable) and dag.timetable.expression == "0 * * * *"
     assert "Event mode" not in dag.doc_md
+
+
+class StoredEvents:
+    """What a task's ``inlet_events[asset]`` offers: the asset's stored events, ``after(time)``."""
+
+    def __init__(self, events: list[tuple[pendulum.DateTime, dict]]) -> None:
+        self.events = events
+
+    def after(self, moment: str) -> list:
+        return [SimpleNamespace(timestamp=t, extra={"from_trigger": True, "payload": p})
+                for t, p in self.events if t >= pendulum.parse(moment)]
+
+
+def test_events_stored_after_the_run_was_due_are_the_runs_too():
+    """Airflow hands a run the events up to the first one queued for it; those stored later, before
+    the run was created (a burst, or a run still running), would wait for another event."""
+    ours = Asset(name="dingtalk_approvals__expense_to_paybill", uri="x-dingtalk-approvals://expense_to_paybill")
+    stored = StoredEvents([(RUN_AFTER.subtract(seconds=30), event("i-0")), (RUN_AFTER, event("i-1")),
+                           (RUN_AFTER.add(seconds=1), event("i-2")), (RUN_AFTER.add(seconds=9), event("i-3"))])
+    assert [p["instance_id"] for p in events_left_behind({ours: stored}, ours, RUN_AFTER)] == ["i-1", "i-2", "i-3"]
+    assert events_left_behind(None, ours, RUN_AFTER) == []
+    triggering = {ours: [SimpleNamespace(extra={"from_trigger": True, "payload": event("i-1")})]}
+    payloads = scheme_event_payloads(triggering, ours) + events_left_behind({ours: stored}, ours, RUN_AFTER)
+    assert plan(payloads).instance_ids == ("i-1", "i-2", "i-3")
