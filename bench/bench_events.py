@@ -28,7 +28,7 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,6 +39,7 @@ from scripts.approvals import (  # noqa: E402
     DingTalkAdmin,
     KingdeeAdmin,
     finished_runs,
+    planned_claims,
     running_claims,
     wait_for,
 )
@@ -96,26 +97,28 @@ def epoch(iso: str | None) -> float | None:
 
 
 def stages_of(topology: Topology, known: set[str], approved_at: dict[str, float]) -> tuple[dict, Counter]:
-    """Per claim: approval -> its asset event stored -> run queued -> run started -> load finished."""
+    """Per claim, seconds from its approval: its finish event stored as an asset event, the first run
+    that took it queued (created), that run started, its load task finished."""
     api, dag_id = topology.api(), topology.dag_id
-    stages: dict[str, list[float]] = {"event stored": [], "run queued": [], "run started": [], "load done": []}
+    since = datetime.fromtimestamp(min(approved_at.values()), UTC).isoformat()
+    stored: dict[str, float] = {}
+    for event in api.call("GET", "/assets/events", params={"timestamp_gte": since, "limit": 1000,
+                                                           "order_by": "timestamp"})["asset_events"]:
+        payload = (event.get("extra") or {}).get("payload") or {}
+        if payload.get("type") == "finish":
+            stored.setdefault(payload.get("instance_id"), epoch(event["timestamp"]))
+    marks: dict[str, list[float | None]] = {}
     types: Counter = Counter()
-    for run in api.dag_runs(dag_id):
-        if run["dag_run_id"] in known:
-            continue
+    for run in sorted((r for r in api.dag_runs(dag_id) if r["dag_run_id"] not in known), key=lambda r: r["queued_at"]):
         types[run["run_type"]] += 1
-        events = api.call("GET", f"/dags/{dag_id}/dagRuns/{run['dag_run_id']}/upstreamAssetEvents")["asset_events"]
         load = api.call("GET", f"/dags/{dag_id}/dagRuns/{run['dag_run_id']}/taskInstances/load")
-        for event in events:
-            instance_id = (event.get("extra") or {}).get("payload", {}).get("instance_id")
-            if instance_id not in approved_at:
-                continue
-            start = approved_at[instance_id]
-            marks = [epoch(event["timestamp"]), epoch(run["queued_at"]), epoch(run["start_date"]),
-                     epoch(load["end_date"])]
-            for name, mark in zip(stages, marks, strict=True):
-                if mark is not None:
-                    stages[name].append(mark - start)
+        for instance_id in planned_claims(api, dag_id, run["dag_run_id"]):
+            marks.setdefault(instance_id, [epoch(run["queued_at"]), epoch(run["start_date"]), epoch(load["end_date"])])
+    stages: dict[str, list[float]] = {"event stored": [], "run queued": [], "run started": [], "load done": []}
+    for instance_id, start in approved_at.items():
+        for name, mark in zip(stages, [stored.get(instance_id), *marks.get(instance_id, [None] * 3)], strict=True):
+            if mark is not None:
+                stages[name].append(mark - start)
     return stages, types
 
 
@@ -196,7 +199,8 @@ def main(argv: list[str] | None = None) -> None:
                 result = one_round(topology, number, args.spread, args.burst, rng)
                 rounds.append(result)
                 lat = result.latencies
-                stage_text = ", ".join(f"{name} {statistics.median(v):.1f} s" for name, v in result.stages.items() if v)
+                stage_text = ", ".join(f"{name} {statistics.median(v):.1f} s (p95 {percentile(v, 0.95):.1f})"
+                                       for name, v in result.stages.items() if v)
                 print(f"round {number}: {len(lat)} approvals in {result.seconds:.0f} s; latency median "
                       f"{statistics.median(lat):.1f} s, p95 {percentile(lat, 0.95):.1f} s, max {max(lat):.1f} s; "
                       f"runs {dict(result.runs)}; medians from approval: {stage_text}; DingTalk calls "

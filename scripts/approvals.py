@@ -76,11 +76,12 @@ class DingTalkAdmin:
         """Stream mode's state: open connections, events born, delivered, acked, pending."""
         return self.call("GET", "/stream")
 
-    def arm(self, fault: str, **options: Any) -> dict:
-        return self.call("POST", "/faults", {"fault": fault, **options})["fault"]
+    def arm_stream_fault(self, fault: str, **options: Any) -> dict:
+        """A Stream fault (refuse_open, drop_socket, duplicate, delay) for the next ``times`` deliveries."""
+        return self.call("POST", "/stream/faults", {"fault": fault, **options})["fault"]
 
-    def clear_faults(self) -> None:
-        self.call("DELETE", "/faults")
+    def clear_stream_faults(self) -> None:
+        self.call("DELETE", "/stream/faults")
 
     def configure(self, **settings: Any) -> dict:
         return self.call("POST", "/config", settings)
@@ -104,10 +105,22 @@ class KingdeeAdmin:
         return Counter(str(b["FTHIRDBILLNO"]) for b in answer.json())
 
 
-def triggering_instance_ids(api: Any, dag_id: str, run_id: str) -> list[str]:
-    """The claims the asset events that triggered this run carry (the trigger's payload), in order."""
-    events = api.call("GET", f"/dags/{dag_id}/dagRuns/{run_id}/upstreamAssetEvents")["asset_events"]
-    return [e["extra"]["payload"]["instance_id"] for e in events if e.get("extra", {}).get("from_trigger")]
+def task_result(api, dag_id: str, run_id: str, task_id: str) -> dict:
+    """What a finished task returned (its XCom)."""
+    return api.call("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/return_value")["value"]
+
+
+def planned_claims(api, dag_id: str, run_id: str) -> list[str]:
+    """The claims the run's plan took from approval events: read, and withdrawn (closed unread)."""
+    plan = task_result(api, dag_id, run_id, "plan")
+    if plan.get("events") is None:  # not an event-triggered run
+        return []
+    return [*(plan.get("instance_ids") or []), *(plan.get("withdrawn_ids") or [])]
+
+
+def loaded_bills(api, dag_id: str, run_id: str) -> int:
+    """Bills the run's load step made (its XCom counts)."""
+    return int(task_result(api, dag_id, run_id, "load")["loaded"])
 
 
 def finished_runs(api: Any, dag_id: str, known: set[str]) -> list[dict] | None:

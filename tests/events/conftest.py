@@ -3,7 +3,8 @@ separate processes with the LocalExecutor (scripts/topology.py), metadata and st
 both emulators on loopback, the scheme with ``events: {enabled: true}``.
 
 Runs with `make test-events` (DK_EVENTS=1), not with `make test`. PostgreSQL and Redis addresses:
-DK_TOPOLOGY_POSTGRES_URL and DK_TOPOLOGY_REDIS_URL, as for the topology test.
+DK_TOPOLOGY_POSTGRES_URL and DK_TOPOLOGY_REDIS_URL, as for the topology test; the logs stay in
+var/test-events/logs (DK_EVENTS_STATE_DIR).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -18,6 +20,8 @@ from scripts.approvals import DingTalkAdmin, finished_runs, wait_for
 from scripts.topology import Topology, TopologyConfig
 from tests.fixtures.gates import skip_folder_unless
 
+# Logs (each service's, each task's) kept after the run for a look at what happened.
+STATE_DIR = Path(os.environ.get("DK_EVENTS_STATE_DIR", Path(__file__).resolve().parents[2] / "var" / "test-events"))
 REDIS_DB = 12  # the events test's own Redis database (the topology test has 13, scripts/topology.py 5)
 START_TIMEOUT_S = 300
 # The emulator redelivers an event not acked with 200 after this long (DingTalk's own delay is not
@@ -30,10 +34,10 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(scope="session")
-def events_topology(tmp_path_factory) -> Iterator[Topology]:
+def events_topology() -> Iterator[Topology]:
     config = TopologyConfig(
         name=f"e{uuid.uuid4().hex[:8]}", executor="LocalExecutor", events=True, claims=0,
-        state_dir=tmp_path_factory.mktemp("events"), redis_db=REDIS_DB,
+        state_dir=STATE_DIR, redis_db=REDIS_DB,
         postgres_url=os.environ.get("DK_TOPOLOGY_POSTGRES_URL", TopologyConfig.postgres_url),
         redis_url=os.environ.get("DK_TOPOLOGY_REDIS_URL", TopologyConfig.redis_url))
     topology = Topology(config)
@@ -63,7 +67,7 @@ def start_event_mode(topology: Topology) -> None:
 
 def stream_connections(topology: Topology) -> int:
     """Open Stream connections of the DingTalk app at the emulator."""
-    return len(DingTalkAdmin(topology.dingtalk.base_url).stream()["connections"])
+    return DingTalkAdmin(topology.dingtalk.base_url).stream()["open_connections"]
 
 
 @pytest.fixture
