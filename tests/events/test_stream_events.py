@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -49,36 +50,28 @@ def test_a_refused_or_withdrawn_claim_gives_no_bill(events_topology):
     assert_event_runs_made_every_bill(outcome, {approved.business_id})
 
 
+def approve_around(topology, count: int, actions: dict[int, Callable[[], object]]) -> None:
+    """Approve ``count`` new claims a second apart, doing ``actions[i]`` right after the i-th approval;
+    each claim must become one bill made by an event run."""
+    approved = claims(topology, count)
+    decisions = [(c, APPROVE) for c in approved]
+    outcome = decide_and_wait(topology, decisions, pace_s=1, between=lambda i: actions.get(i, lambda: None)())
+    assert_event_runs_made_every_bill(outcome, {c.business_id for c in approved})
+
+
 def test_the_triggerer_killed_and_restarted_loses_nothing(events_topology, dingtalk):
     """SIGKILL while events are in flight (delivered, maybe not yet stored or acked) and more
     approvals while it is down: redelivery on the new connection brings every one."""
-    approved = claims(events_topology, 8)
-
-    def crash_and_restart(position: int) -> None:
-        if position == 2:
-            events_topology.kill("triggerer")
-        if position == 5:
-            events_topology.respawn("triggerer")
-
     before = dingtalk.stream()
-    outcome = decide_and_wait(events_topology, [(c, APPROVE) for c in approved], pace_s=1,
-                              between=crash_and_restart)
-    assert_event_runs_made_every_bill(outcome, {c.business_id for c in approved})
+    approve_around(events_topology, 8, {2: lambda: events_topology.kill("triggerer"),
+                                        5: lambda: events_topology.respawn("triggerer")})
     assert events_topology.processes["triggerer"].poll() is None
     assert dingtalk.stream()["connections_opened"] > before["connections_opened"]  # the new triggerer's
 
 
 def test_the_socket_dropped_by_dingtalk_loses_nothing(events_topology, dingtalk):
-    approved = claims(events_topology, 6)
-
-    def drop_socket(position: int) -> None:
-        if position == 2:
-            dingtalk.arm_stream_fault("drop_socket")
-
     before = dingtalk.stream()
-    outcome = decide_and_wait(events_topology, [(c, APPROVE) for c in approved], pace_s=1,
-                              between=drop_socket)
-    assert_event_runs_made_every_bill(outcome, {c.business_id for c in approved})
+    approve_around(events_topology, 6, {2: lambda: dingtalk.arm_stream_fault("drop_socket")})
     assert dingtalk.stream()["dropped_sockets"] == before["dropped_sockets"] + 1
 
 
