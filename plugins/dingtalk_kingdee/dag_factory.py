@@ -28,7 +28,7 @@ from sqlalchemy.engine import Engine
 from dingtalk_kingdee import pipeline, staging
 from dingtalk_kingdee.errors import SchemeError
 from dingtalk_kingdee.notifications import DingTalkRobotNotifier
-from dingtalk_kingdee.pipeline.event_claims import claims_of_events
+from dingtalk_kingdee.pipeline.event_claims import EventClaims, caught_up, claims_of_events
 from dingtalk_kingdee.scheme import Scheme, load_schemes_apart
 from dingtalk_kingdee.settings import get_settings
 
@@ -80,6 +80,10 @@ starts a run that reads and bills exactly the claims its events name, within a m
 The hourly runs then list new claims every {listing_every_hours} h and read a claim whose event never came
 {safety_reread_hours} h after it was listed (then doubling up to {safety_reread_cap_hours} h); the
 nightly sweep lists the last {sweep_window_days} days, and the whole look-back every {sweep_every_days} days.
+Airflow can record an event while it creates the run for the one before and then start no run for it:
+every run (event or hourly) therefore also takes the claims of the asset's events of the last
+{catch_up_hours} h (read by `plan` through its inlet) and reads those staging does not hold final, so a
+claim whose event no run took is billed by the next event run, at the latest by the next hourly run.
 The run's trigger and its events are in the `plan` and `report` logs.
 """
 
@@ -115,19 +119,25 @@ def scheme_event_payloads(triggering_asset_events: Mapping[Any, Sequence[Any]] |
     return [(getattr(event, "extra", None) or {}).get("payload") for event in triggering_asset_events.get(asset, [])]
 
 
-def events_left_behind(inlet_events: Mapping[Any, Any] | None, asset: Asset, run_after: datetime) -> list:
-    """The payloads of ``asset``'s events stored since this run was due (``run_after``).
+def recent_event_payloads(inlet_events: Mapping[Any, Any] | None, asset: Asset, since: datetime) -> list:
+    """The payloads of ``asset``'s events stored since ``since``, whichever run took them, read through
+    the plan task's inlet (the Task SDK's ``InletEventsAccessor``: the execution API, no ORM).
 
-    Airflow 3.3 hands an event-triggered run only the events up to the first one queued for it
-    (its ``run_after``): events stored after that and before the run was created (a burst within one
-    scheduler loop, or events that came while the previous run still ran, ``max_active_runs=1``) are
-    handed to no run until another event comes (apache/airflow#56050). The plan task has the asset as
-    inlet and takes them too, so none waits; a later run handed them again finds their claims settled.
+    Airflow 3.3 can leave an event to no run: it hands an event-triggered run only the events up to
+    the first one queued for it (its ``run_after``), so events stored after that and before the run was
+    created (a burst within one scheduler loop, or events that came while the previous run still ran,
+    ``max_active_runs=1``) wait for another event (apache/airflow#56050); and an event stored while the
+    scheduler creates a run loses its run-queue entry. The runs of an event scheme take the events of
+    the last ``events.catch_up_hours`` along (``catch_up_since``); a claim staging holds final costs
+    nothing. Logs how many of them no run took yet (``created_dagruns`` empty).
     """
     if not inlet_events:
         return []
-    return [(getattr(event, "extra", None) or {}).get("payload")
-            for event in inlet_events[asset].after(run_after.isoformat())]
+    found = list(inlet_events[asset].after(since.isoformat()))
+    untaken = sum(1 for event in found if not getattr(event, "created_dagruns", None))
+    log.info("plan: %d asset events of %s since %s, %d of them taken by no run yet", len(found), asset.name,
+             since.isoformat(), untaken)
+    return [(getattr(event, "extra", None) or {}).get("payload") for event in found]
 
 
 def _window_time(value: object, default: datetime | None, what: str) -> datetime:
@@ -147,9 +157,16 @@ def _window_param(title: str, description: str) -> Param:
                                                          f"{description}")
 
 
+def catch_up_since(scheme: Scheme, now: datetime) -> datetime:
+    """From when a run takes the scheme's asset events along beside its own: ``events.catch_up_hours``
+    before the run's time (its data interval end, or when it was due)."""
+    return now - timedelta(hours=scheme.events.catch_up_hours)
+
+
 def plan_run(scheme: Scheme, run_id: str, params: Mapping[str, Any], data_interval_end: datetime | None,
              run_after: datetime | None, run_type: object = None,
-             event_payloads: Iterable[object] | None = None) -> pipeline.Run:
+             event_payloads: Iterable[object] | None = None,
+             caught_up_payloads: Iterable[object] = ()) -> pipeline.Run:
     """What this run was asked to do, from its trigger-form parameters and its dates. Computed once,
     by the ``plan`` task; every step works to the same plan.
 
@@ -158,7 +175,10 @@ def plan_run(scheme: Scheme, run_id: str, params: Mapping[str, Any], data_interv
     stored on the run, so a cleared plan task computes the same window again. Never the clock.
     A scheduled run with no window and no claims named is ``scheduled``: it lists incrementally.
     ``event_payloads`` (an event-triggered run's approval events) name the claims the run syncs; an
-    event run never lists, even when its events name nothing to read.
+    event run never lists, even when its events name nothing to read. ``caught_up_payloads`` (with
+    events on: the scheme's asset events of the last ``events.catch_up_hours``, whichever run took them)
+    name claims an event-triggered or hourly run takes along, so an event no run took is billed by the
+    next run; other runs (a window or claims asked for) leave them.
     """
     end = _window_time(params.get("window_end"), data_interval_end or run_after, "window_end")
     start = _window_time(params.get("window_start"), end - timedelta(days=scheme.source.lookback_days),
@@ -168,10 +188,16 @@ def plan_run(scheme: Scheme, run_id: str, params: Mapping[str, Any], data_interv
                          f"{pipeline.china_time(end)} (China time)")
     run_type = run_type_name(run_type)
     if event_payloads is not None:
-        claims = claims_of_events(event_payloads, scheme.source.process_code)
+        own = claims_of_events(event_payloads, scheme.source.process_code)
+        claims = caught_up(own, claims_of_events(caught_up_payloads, scheme.source.process_code))
         return pipeline.Run(run_id=run_id, window_start=start, window_end=end, dry_run=bool(params.get("dry_run")),
-                            instance_ids=claims.to_read, events=claims.events, withdrawn_ids=claims.withdrawn,
-                            trigger=run_type)
+                            instance_ids=claims.to_read, events=own.events, withdrawn_ids=claims.withdrawn,
+                            trigger=run_type, caught_up_ids=claims.caught_up,
+                            caught_up_withdrawn_ids=claims.caught_up_withdrawn)
+    scheduled = (run_type == "scheduled" and params.get("window_start") in (None, "")
+                 and params.get("window_end") in (None, "") and not params.get("instance_ids"))
+    recent = caught_up(EventClaims(0, (), ()), claims_of_events(caught_up_payloads if scheduled else (),
+                                                                scheme.source.process_code))
     return pipeline.Run(
         run_id=run_id,
         window_start=start,
@@ -179,9 +205,10 @@ def plan_run(scheme: Scheme, run_id: str, params: Mapping[str, Any], data_interv
         dry_run=bool(params.get("dry_run")),
         instance_ids=pipeline.select_ids(params.get("instance_ids")),
         replay_rejected=bool(params.get("replay_rejected")),
-        scheduled=(run_type == "scheduled" and params.get("window_start") in (None, "")
-                   and params.get("window_end") in (None, "") and not params.get("instance_ids")),
+        scheduled=scheduled,
         trigger=run_type,
+        caught_up_ids=recent.caught_up,
+        caught_up_withdrawn_ids=recent.caught_up_withdrawn,
     )
 
 
@@ -205,7 +232,8 @@ def _events_doc(scheme: Scheme) -> str:
                              listing_every_hours=events.listing_every_hours,
                              safety_reread_hours=events.safety_reread_hours,
                              safety_reread_cap_hours=events.safety_reread_cap_hours,
-                             sweep_every_days=events.sweep_every_days, sweep_window_days=events.sweep_window_days)
+                             sweep_every_days=events.sweep_every_days, sweep_window_days=events.sweep_window_days,
+                             catch_up_hours=events.catch_up_hours)
 
 
 def _engine() -> Engine:
@@ -259,20 +287,23 @@ def build_dag(scheme: Scheme) -> DAG:
         render_template_as_native_obj=True,
     ) as dag:
 
-        # With events on, the plan reads the approval asset's stored events (events_left_behind).
-        approvals = approval_asset(scheme) if scheme.events.enabled else None
+        # With events on, the plan reads the approval asset's recent events through its inlet.
+        asset = approval_asset(scheme) if scheme.events.enabled else None
 
-        @task(task_id="plan", inlets=[approvals] if approvals is not None else [])
+        @task(task_id="plan", inlets=[asset] if asset is not None else [])
         def plan() -> dict:
             ctx = get_current_context()
             dag_run = ctx["dag_run"]
             run_type = getattr(dag_run, "run_type", None)
             payloads = None
-            if run_type_name(run_type) == ASSET_TRIGGERED:
-                payloads = (scheme_event_payloads(ctx.get("triggering_asset_events"), approvals)
-                            + events_left_behind(ctx.get("inlet_events"), approvals, dag_run.run_after))
+            recent: list = []
+            if asset is not None:
+                if run_type_name(run_type) == ASSET_TRIGGERED:
+                    payloads = scheme_event_payloads(ctx.get("triggering_asset_events"), asset)
+                since = catch_up_since(scheme, ctx.get("data_interval_end") or dag_run.run_after)
+                recent = recent_event_payloads(ctx.get("inlet_events"), asset, since)
             run = plan_run(scheme, dag_run.run_id, ctx["params"], ctx.get("data_interval_end"), dag_run.run_after,
-                           run_type, event_payloads=payloads)
+                           run_type, event_payloads=payloads, caught_up_payloads=recent)
             log.info("plan: %s (trigger: %s)", run.window_text(), run.trigger or "unknown")
             return run.to_xcom()
 

@@ -211,8 +211,9 @@ class EventsSpec(_Strict):
     ``listing_every_hours`` and gives each a safety read after ``safety_reread_hours`` (doubling up to
     ``safety_reread_cap_hours``) so that a lost event is still caught. The nightly sweep (at
     ``source.sweep_hour``) lists only the last ``sweep_window_days`` (what a late-indexed claim needs),
-    and the whole look-back every ``sweep_every_days``. docs/schemes.md, "events", says why these
-    defaults and what each costs.
+    and the whole look-back every ``sweep_every_days``. Every run also takes the claims of the scheme's
+    asset events of the last ``catch_up_hours`` (an event no run took is billed by the next run, at the
+    latest the next hourly one). docs/schemes.md, "events", says why these defaults and what each costs.
     """
 
     enabled: bool = False
@@ -221,6 +222,8 @@ class EventsSpec(_Strict):
     safety_reread_cap_hours: int = Field(default=192, ge=1, le=30 * 24)
     sweep_every_days: int = Field(default=14, ge=1, le=30)
     sweep_window_days: int = Field(default=3, ge=1, le=364)
+    # At least the hour between two hourly runs; 2 leaves an hour's slack for a late or failed run.
+    catch_up_hours: int = Field(default=2, ge=1, le=48)
 
     @model_validator(mode="after")
     def _cap_not_below_first(self) -> EventsSpec:

@@ -9,7 +9,7 @@ import pendulum
 import pytest
 from airflow.sdk import Asset
 
-from dingtalk_kingdee.dag_factory import events_left_behind, plan_run, scheme_event_payloads
+from dingtalk_kingdee.dag_factory import plan_run, scheme_event_payloads
 from dingtalk_kingdee.errors import SchemeError
 from dingtalk_kingdee.pipeline import Run
 from dingtalk_kingdee.scheme import load_scheme
@@ -169,14 +169,80 @@ class StoredEvents:
                 for t, p in self.events if t >= pendulum.parse(moment)]
 
 
-def test_events_stored_after_the_run_was_due_are_the_runs_too():
+def test_events_stored_after_the_run_was_due_and_in_the_span_before_are_the_runs_too():
     """Airflow hands a run the events up to the first one queued for it; those stored later, before
-    the run was created (a burst, or a run still running), would wait for another event."""
+    the run was created (a burst, or a run still running), would wait for another event; one stored
+    while the run before was created would wait for ever."""
+    from dingtalk_kingdee.dag_factory import catch_up_since, recent_event_payloads
+
     ours = Asset(name="dingtalk_approvals__expense_to_paybill", uri="x-dingtalk-approvals://expense_to_paybill")
-    stored = StoredEvents([(RUN_AFTER.subtract(seconds=30), event("i-0")), (RUN_AFTER, event("i-1")),
-                           (RUN_AFTER.add(seconds=1), event("i-2")), (RUN_AFTER.add(seconds=9), event("i-3"))])
-    assert [p["instance_id"] for p in events_left_behind({ours: stored}, ours, RUN_AFTER)] == ["i-1", "i-2", "i-3"]
-    assert events_left_behind(None, ours, RUN_AFTER) == []
+    stored = StoredEvents([(RUN_AFTER.subtract(hours=3), event("i-old")), (RUN_AFTER.subtract(seconds=30),
+                           event("i-0")), (RUN_AFTER, event("i-1")), (RUN_AFTER.add(seconds=1), event("i-2")),
+                           (RUN_AFTER.add(seconds=9), event("i-3"))])
+    since = catch_up_since(SCHEME, RUN_AFTER)
+    recent = recent_event_payloads({ours: stored}, ours, since)
+    assert [p["instance_id"] for p in recent] == ["i-0", "i-1", "i-2", "i-3"]
+    assert recent_event_payloads(None, ours, since) == []
     triggering = {ours: [SimpleNamespace(extra={"from_trigger": True, "payload": event("i-1")})]}
-    payloads = scheme_event_payloads(triggering, ours) + events_left_behind({ours: stored}, ours, RUN_AFTER)
-    assert plan(payloads).instance_ids == ("i-1", "i-2", "i-3")
+    run = plan_run(SCHEME, "asset_triggered__x", PARAMS, None, RUN_AFTER, "asset_triggered",
+                   event_payloads=scheme_event_payloads(triggering, ours), caught_up_payloads=recent)
+    assert run.instance_ids == ("i-1", "i-0", "i-2", "i-3") and run.caught_up_ids == ("i-0", "i-2", "i-3")
+    assert run.events == 1
+
+
+# Asset events of the recent span that no run took (Airflow 3.3.2 drops an event recorded while the run
+# for the one before is being created): every run of an event scheme takes their claims along.
+
+def test_an_event_run_takes_the_claims_of_recent_asset_events_beside_its_own_duplicates_collapsed():
+    run = plan_run(SCHEME, "asset_triggered__x", PARAMS, None, RUN_AFTER, "asset_triggered",
+                   event_payloads=[event("i-1"), event("i-2", "terminate", None)],
+                   caught_up_payloads=[event("i-1"), event("i-3"), event("i-3"), event("i-4", "delete", None),
+                                       event("i-2", "terminate", None), event("i-9", code="PROC-OTHER")])
+    assert run.instance_ids == ("i-1", "i-3")          # the steps work on both
+    assert run.withdrawn_ids == ("i-2", "i-4")
+    assert (run.caught_up_ids, run.caught_up_withdrawn_ids) == (("i-3",), ("i-4",))
+    assert run.events == 2                              # the run's own events only
+    assert Run.from_xcom(run.to_xcom()) == run
+    assert "1 caught up from recent asset events" in run.window_text()
+
+
+def test_a_claim_a_recent_event_finished_is_read_even_if_the_runs_own_event_only_withdrew_it():
+    run = plan_run(SCHEME, "asset_triggered__x", PARAMS, None, RUN_AFTER, "asset_triggered",
+                   event_payloads=[event("i-1", "terminate", None)], caught_up_payloads=[event("i-1")])
+    assert (run.instance_ids, run.withdrawn_ids, run.caught_up_ids) == (("i-1",), (), ("i-1",))
+
+
+def test_the_hourly_run_of_an_event_scheme_carries_the_recent_events_claims_and_still_lists_as_scheduled():
+    run = plan_run(SCHEME, "scheduled__x", PARAMS, RUN_AFTER, RUN_AFTER, "scheduled",
+                   caught_up_payloads=[event("i-1"), event("i-2", "terminate", None)])
+    assert run.scheduled and not run.event_triggered and run.instance_ids is None
+    assert (run.caught_up_ids, run.caught_up_withdrawn_ids) == (("i-1",), ("i-2",))
+    assert Run.from_xcom(run.to_xcom()) == run
+
+
+def test_runs_asked_for_a_window_or_named_claims_take_no_recent_events():
+    manual = plan_run(SCHEME, "manual__x", {**PARAMS, "instance_ids": ["i-7"]}, RUN_AFTER, RUN_AFTER, "manual",
+                      caught_up_payloads=[event("i-1")])
+    assert (manual.instance_ids, manual.caught_up_ids) == (("i-7",), ())
+
+
+def test_the_span_of_recent_asset_events_is_the_schemes_catch_up_hours_before_the_runs_time(tmp_path):
+    from dingtalk_kingdee.dag_factory import catch_up_since
+
+    assert SCHEME.events.catch_up_hours == 2  # the hour between hourly runs, and as much again
+    assert catch_up_since(SCHEME, RUN_AFTER) == RUN_AFTER - pendulum.duration(hours=2)
+    scheme = load_scheme(_scheme_with(tmp_path, "events:\n  enabled: true\n  catch_up_hours: 5\n"))
+    assert catch_up_since(scheme, RUN_AFTER) == RUN_AFTER - pendulum.duration(hours=5)
+
+
+@pytest.mark.parametrize("hours", [0, 49, "two"])
+def test_a_catch_up_span_shorter_than_the_hour_between_hourly_runs_or_past_two_days_is_refused(tmp_path, hours):
+    with pytest.raises(SchemeError, match=r"events\.catch_up_hours"):
+        load_scheme(_scheme_with(tmp_path, f"events:\n  enabled: true\n  catch_up_hours: {hours}\n"))
+
+
+def test_the_recent_events_are_read_from_the_plan_tasks_inlet_on_the_approval_asset(tmp_path, monkeypatch):
+    dag = _events_dagbag(tmp_path, monkeypatch, "events:\n  enabled: true\n")
+    [inlet] = dag.get_task("plan").inlets
+    assert inlet == dag.timetable.asset_condition
+    assert "no run took" in dag.doc_md

@@ -9,6 +9,11 @@ final instead of running for ever.
 
 Within the month's budget like every run: past it, the claims left unread are made due at once in the
 read schedule (new approvals come first there), for the hourly runs to read when the budget allows.
+
+The claims of the scheme's recent asset events that the run's own events do not name (``Run.caught_up_ids``:
+an event no run took) cost the same: nothing when staging holds them final, one read otherwise. An
+event run has them among its named claims; the hourly run reads them beside its due reads
+(``event_reads.caught_up_reads``), so such a claim is billed within the hour.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import logging
 from sqlalchemy.engine import Engine
 
 from dingtalk_kingdee.pipeline.call_budget import CallBudget
+from dingtalk_kingdee.pipeline.event_reads import caught_up_counts, event_reads, wait_for_budget
 from dingtalk_kingdee.pipeline.extract_answers import Answers, read_claims
 from dingtalk_kingdee.pipeline.extract_hourly import read_intervals, reschedule
 from dingtalk_kingdee.pipeline.protocols import DingTalkClient
@@ -31,20 +37,14 @@ log = logging.getLogger(__name__)
 def extract_events(scheme: Scheme, dingtalk: DingTalkClient, engine: Engine, run: Run, answers: Answers) -> dict:
     if run.window_end is None:
         raise ValueError("an event-triggered extract needs its time (window_end: the run's run_after)")
-    now, staged = run.window_end, answers.staged
-    named: list[str] = []
-    for instance_id in run.instance_ids or ():
-        if "\x00" in instance_id:   # neither staging nor the schedule can hold it: reported, not read
-            answers.unstorable_id(instance_id)
-        else:
-            named.append(instance_id)
-    withdrawn = [i for i in run.withdrawn_ids if "\x00" not in i]
-    final = staged.final_among(named)
-    stored_running = staged.unfinished_among(withdrawn)
-    to_read = [i for i in named if i not in final] + [i for i in withdrawn if i in stored_running]
+    now = run.window_end
+    reads = event_reads(run.instance_ids or (), run.withdrawn_ids, answers)
+    to_read = reads.to_read
+    caught = caught_up_counts(run, reads)
     log.info("extract: %s approval events name %d claims to read (%d already final in staging, not read again) "
-             "and %d withdrawn or deleted (%d of them stored as running: read once)", run.events, len(named),
-             len(final), len(withdrawn), len(stored_running))
+             "and %d withdrawn or deleted (%d of them stored as running: read once); %d of the claims to read "
+             "caught up from asset events no run took", run.events, len(reads.named), len(reads.final),
+             len(reads.withdrawn), len(reads.stored_running), caught["caught_up"])
     schedule = ReadSchedule(engine, scheme.id)
     first, cap = read_intervals(scheme)
     allowed = CallBudget.of(engine, scheme, run).remaining()
@@ -54,14 +54,13 @@ def extract_events(scheme: Scheme, dingtalk: DingTalkClient, engine: Engine, run
         log.warning("extract: the month's DingTalk call budget (%d) allows %d of the %d reads: %d claims wait "
                     "for the hourly runs (due at once, new approvals first): %s", scheme.source.monthly_call_budget,
                     allowed, allowed + len(waiting), len(waiting), waiting[:10])
-        schedule.postpone(waiting, now)
-        schedule.schedule_new(waiting, now - first, first)
+        wait_for_budget(schedule, waiting, now, first)
     try:
         read_claims(dingtalk, to_read, answers)
     finally:
         answers.flush()
         reschedule(answers, schedule, now, cap, first)
-        schedule.close([i for i in withdrawn if i not in stored_running], now)
+        schedule.close(reads.to_close, now)
     log.info("extract: %s", answers.describe())
-    return {"events": run.events, "named": len(named), "already_final": len(final), "withdrawn": len(withdrawn),
-            "deferred_by_budget": len(waiting), **answers.counts()}
+    return {"events": run.events, "named": len(reads.named), "already_final": len(reads.final),
+            "withdrawn": len(reads.withdrawn), "deferred_by_budget": len(waiting), **caught, **answers.counts()}

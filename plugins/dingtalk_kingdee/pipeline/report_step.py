@@ -57,7 +57,7 @@ def report(scheme: Scheme, engine: Engine, run: Run, step_counts: dict | None = 
     currency = bill_currency(scheme)
     path = _report_path(report_dir or get_settings().var_dir / "reports", scheme.id, run.run_id)
     calls = call_summary(engine, scheme, run)
-    events = event_counter(run)
+    events = event_counter(run, (step_counts or {}).get("extract"))
     head = [*head, event_line(events), call_line(calls)]
     _write(path, [*head, *body])
     lines = [*head, *body[:max_listed]]
@@ -122,20 +122,26 @@ def summary_lines(scheme: Scheme, found: Summary, title: str, window: str | None
     return lines, [f"    {p.line()}" for p in problems], problems
 
 
-def event_counter(run: Run) -> dict:
+def event_counter(run: Run, extract_counts: dict | None = None) -> dict:
     """The run's trigger and, for an event-triggered run, the approval events it received and the
-    distinct claims they named (``withdrawn``: named only by terminate/delete events, not read)."""
+    distinct claims they named (``withdrawn``: named only by terminate/delete events, not read);
+    ``caught_up``: claims of recent asset events no run took that the extract read (event or hourly run)."""
+    caught_up = int((extract_counts or {}).get("caught_up") or 0)
     if not run.event_triggered:
-        return {"trigger": run.trigger or "unknown", "received": 0, "claims": 0, "withdrawn": 0}
+        return {"trigger": run.trigger or "unknown", "received": 0, "claims": 0, "withdrawn": 0,
+                "caught_up": caught_up}
     return {"trigger": run.trigger or "asset_triggered", "received": run.events,
-            "claims": len(run.instance_ids or ()) + len(run.withdrawn_ids), "withdrawn": len(run.withdrawn_ids)}
+            "claims": len(run.instance_ids or ()) + len(run.withdrawn_ids), "withdrawn": len(run.withdrawn_ids),
+            "caught_up": caught_up}
 
 
 def event_line(events: dict) -> str:
+    caught_up = (f"; {events['caught_up']} claims caught up from asset events no run took"
+                 if events.get("caught_up") else "")
     if not events["received"] and not events["claims"]:
-        return f"  trigger: {events['trigger']}; events: none"
+        return f"  trigger: {events['trigger']}; events: none{caught_up}"
     return (f"  trigger: {events['trigger']}; events: {events['received']} received, {events['claims']} claims "
-            f"named ({events['withdrawn']} withdrawn or deleted: not read)")
+            f"named ({events['withdrawn']} withdrawn or deleted: not read){caught_up}")
 
 
 def _command(scheme: Scheme, run: Run) -> str:

@@ -25,8 +25,12 @@ class Run:
     stored watermark and reads only the claims due (``window_end`` is its "now"); any other run lists
     and reads what its window holds. ``events``: the approval events an event-triggered run received
     (None: the run was not triggered by events); it syncs the claims they name, ``instance_ids`` read
-    and ``withdrawn_ids`` (named only by terminate/delete events) never read. ``trigger``: the run's
-    type as Airflow gave it (scheduled, manual, asset_triggered, backfill).
+    and ``withdrawn_ids`` (named only by terminate/delete events) never read. ``caught_up_ids`` /
+    ``caught_up_withdrawn_ids``: with events on, the claims of the scheme's recent asset events that
+    the run's own events do not name (an event no run took); an event run has them among its
+    ``instance_ids`` / ``withdrawn_ids`` too, an hourly run reads them beside its due reads. Either
+    reads only those staging does not hold final. ``trigger``: the run's type as Airflow gave it
+    (scheduled, manual, asset_triggered, backfill).
     """
 
     run_id: str
@@ -39,6 +43,8 @@ class Run:
     events: int | None = None
     withdrawn_ids: tuple[str, ...] = ()
     trigger: str = ""
+    caught_up_ids: tuple[str, ...] = ()
+    caught_up_withdrawn_ids: tuple[str, ...] = ()
 
     @property
     def event_triggered(self) -> bool:
@@ -57,20 +63,28 @@ class Run:
             "events": self.events,
             "withdrawn_ids": list(self.withdrawn_ids),
             "trigger": self.trigger,
+            "caught_up_ids": list(self.caught_up_ids),
+            "caught_up_withdrawn_ids": list(self.caught_up_withdrawn_ids),
         }
 
     def window_text(self) -> str:
         """The effective window in China time, as the run log states it."""
         if self.event_triggered:
             return (f"the claims named by {self.events} approval events: {len(self.instance_ids or ())} to read, "
-                    f"{len(self.withdrawn_ids)} withdrawn or deleted (no listing window)")
+                    f"{len(self.withdrawn_ids)} withdrawn or deleted{self._caught_up_text()} (no listing window)")
         if self.instance_ids is not None:
             return f"the {len(self.instance_ids)} named claims (no listing window)"
         text = (f"claims started from {china_time(self.window_start)} to {china_time(self.window_end)} "
                 f"China time (Asia/Shanghai)")
         if self.scheduled:  # the extract log says what the incremental listing actually covered
             text += "; a scheduled run: with incremental listing, only from the stored watermark to its end"
-        return text
+        return text + self._caught_up_text()
+
+    def _caught_up_text(self) -> str:
+        if not (self.caught_up_ids or self.caught_up_withdrawn_ids):
+            return ""
+        return (f"; {len(self.caught_up_ids)} caught up from recent asset events (read unless staging holds them "
+                f"final) and {len(self.caught_up_withdrawn_ids)} withdrawn ones")
 
     @classmethod
     def from_xcom(cls, plan: Mapping[str, Any]) -> Run:
@@ -87,6 +101,8 @@ class Run:
             events=None if plan.get("events") is None else int(plan["events"]),
             withdrawn_ids=tuple(plan.get("withdrawn_ids") or ()),
             trigger=str(plan.get("trigger") or ""),
+            caught_up_ids=tuple(plan.get("caught_up_ids") or ()),
+            caught_up_withdrawn_ids=tuple(plan.get("caught_up_withdrawn_ids") or ()),
         )
 
 
