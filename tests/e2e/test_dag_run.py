@@ -115,3 +115,43 @@ def test_the_report_alerts_the_group_robot_with_what_needs_a_person_once(world_f
     dag_run = trigger(world, dag)  # the next hour: nothing new, no alert
     assert str(dag_run.state) == "success", task_states(dag_run)
     assert len(world.dingtalk.robot_messages) == 1
+
+
+def test_with_events_on_the_plan_reads_the_approval_assets_recent_events_through_its_inlet(world, build_dag,
+                                                                                           monkeypatch):
+    """The Task SDK's inlet_events read on Airflow itself: asset events in the metadata database, read by
+    the plan task of a real run, the recent ones only."""
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+
+    from dingtalk_kingdee import dag_factory
+    from dingtalk_kingdee.scheme import EventsSpec
+
+    scheme = world.scheme.model_copy(update={"events": EventsSpec(enabled=True)})
+    dag = build_dag(scheme)
+    asset = dag_factory.approval_asset(scheme)
+    now = world.now.replace(minute=0, second=0, microsecond=0) + timedelta(hours=world.runs)
+    recent, old = [c for c in world.seed if c.truth.payable][:2]
+    with create_session() as session:
+        model = session.query(AssetModel).filter_by(name=asset.name, uri=asset.uri).one_or_none()
+        if model is None:
+            model = AssetModel(name=asset.name, uri=asset.uri, group="asset")
+            session.add(model)
+            session.flush()
+        session.query(AssetEvent).filter_by(asset_id=model.id).delete()  # a run of this test before
+        for claim, age in ((recent, timedelta(minutes=30)), (old, timedelta(hours=5))):
+            session.add(AssetEvent(asset_id=model.id, timestamp=now - age, extra={"from_trigger": True, "payload": {
+                "instance_id": claim.instance_id, "type": "finish", "process_code": scheme.source.process_code}}))
+    seen: list = []
+    real = dag_factory.plan_run
+
+    def watched(*args, caught_up_payloads=(), **kwargs):
+        seen.append(list(caught_up_payloads))
+        return real(*args, caught_up_payloads=caught_up_payloads, **kwargs)
+
+    monkeypatch.setattr(dag_factory, "plan_run", watched)
+    dag_run = dag.test(logical_date=now, run_after=now, run_conf={"instance_ids": [recent.instance_id]})
+    world.runs += 1
+    assert str(dag_run.state) == "success", task_states(dag_run)
+    [payloads] = seen
+    assert [p["instance_id"] for p in payloads] == [recent.instance_id]  # 5 h old: outside the 2 h span
