@@ -111,10 +111,11 @@ def task_result(api, dag_id: str, run_id: str, task_id: str) -> dict:
 
 
 def planned_claims(api, dag_id: str, run_id: str) -> list[str]:
-    """The claims the run's plan took from approval events: read, and withdrawn (closed unread)."""
+    """The claims the run's plan took from approval events: read, and withdrawn (closed unread). An
+    hourly run takes only the claims of recent events caught up (those no run had taken yet)."""
     plan = task_result(api, dag_id, run_id, "plan")
     if plan.get("events") is None:  # not an event-triggered run
-        return []
+        return [*(plan.get("caught_up_ids") or []), *(plan.get("caught_up_withdrawn_ids") or [])]
     return [*(plan.get("instance_ids") or []), *(plan.get("withdrawn_ids") or [])]
 
 
