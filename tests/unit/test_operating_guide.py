@@ -287,6 +287,11 @@ def test_the_event_steps_quote_what_the_product_logs_and_shows():
     assert logged_format(plugins / "events" / "producer.py", "DingTalk event received") % describe(event) in part
     acked = logged_format(plugins / "events" / "producer.py", "DingTalk event acked")
     assert acked.split(":")[0] % (1, 0) in part
+    planned = logged_format(plugins / "dag_factory.py", "plan: %d asset events of")
+    assert planned.removeprefix("plan: %d ").replace("%s since %s", "dingtalk_approvals__<scheme> since ...") \
+        .replace("%d of them", "N of them") in part
+    assert "claims caught up from asset events no run took" in (plugins / "pipeline" / "report_step.py").read_text(
+        encoding="utf-8") and "claims caught up from asset events no run took" in part
     for counters in ({"trigger": "asset_triggered", "received": 1, "claims": 1, "withdrawn": 0},
                      {"trigger": "scheduled", "received": 0, "claims": 0, "withdrawn": 0}):
         assert event_line(counters).strip() in part
