@@ -44,7 +44,7 @@ from dk_emulators.dingtalk.stream_frames import approval_event_body, event_type_
 from dk_emulators.kingdee import KingdeeEmulator  # noqa: E402
 
 from dingtalk_kingdee import pipeline, staging  # noqa: E402
-from dingtalk_kingdee.dag_factory import ASSET_TRIGGERED, plan_run  # noqa: E402
+from dingtalk_kingdee.dag_factory import ASSET_TRIGGERED, catch_up_since, plan_run  # noqa: E402
 from dingtalk_kingdee.errors import IntegrationError  # noqa: E402
 from dingtalk_kingdee.events.approval import APPROVAL_EVENT_TYPE, approval_verdict  # noqa: E402
 from dingtalk_kingdee.hooks.dingtalk import DingTalkHook, RetryPolicy, reset_shared_state  # noqa: E402
@@ -55,6 +55,8 @@ from dingtalk_kingdee.staging import BillState  # noqa: E402
 
 HOURS = 720  # the month; --hours plays only its first hours (a quick look)
 FAST = RetryPolicy(backoff_base=0.001, backoff_cap=0.002)
+# A run's trigger form left as it is: what the DAG's own runs plan with.
+PARAMS = {"dry_run": False, "window_start": None, "window_end": None, "instance_ids": [], "replay_rejected": False}
 # Decided claims: outcome → share (the rest, "never", stay RUNNING all month).
 OUTCOMES = {"agree": 0.76, "refuse": 0.08, "canceled": 0.05, "terminated": 0.04, "never": 0.07}
 STATUS_OF = {"agree": ("COMPLETED", "agree"), "refuse": ("COMPLETED", "refuse"), "canceled": ("CANCELED", ""),
@@ -89,6 +91,22 @@ class Result:
     event_calls: Counter = field(default_factory=Counter)  # metered calls of the event-triggered runs
     events_lost: int = 0
     lost_caught: list[float] = field(default_factory=list)  # delay (h) of the claims whose event was lost
+    events_orphaned: int = 0
+    orphan_caught: list[float] = field(default_factory=list)  # delay (h) of the claims whose event had no run
+
+
+@dataclass
+class AssetEvents:
+    """The approval asset's events Airflow recorded (time, payload), and the claims of those it handed
+    to no run (``--orphaned-events``: the run-queue race); every run takes the recent ones along."""
+
+    recorded: list[tuple[datetime, dict]] = field(default_factory=list)
+    orphans: set[str] = field(default_factory=set)
+
+    def recent(self, scheme, when: datetime) -> list[dict]:
+        """What the plan task's inlet read returns at ``when``: the events since the catch-up span."""
+        since = catch_up_since(scheme, when)
+        return [payload for moment, payload in self.recorded if since <= moment <= when]
 
 
 def month_start() -> datetime:
@@ -185,6 +203,7 @@ def simulate(mode: str, planned: list[Planned], start: datetime, args: argparse.
                        key=lambda d: d[0])
     billed_at: dict[str, datetime] = {}
     lost_ids: set[str] = set()
+    assets = AssetEvents()
     rng_events = random.Random(args.seed + 2)
     next_claim = next_decision = 0
     began = time.perf_counter()
@@ -210,13 +229,17 @@ def simulate(mode: str, planned: list[Planned], start: datetime, args: argparse.
                 decided += 1
                 at_end = next_decision >= len(decisions) or decisions[next_decision][0] >= end
                 if at_end or _minute(decisions[next_decision][0]) != _minute(minute[0][0]):
-                    decide(dingtalk, minute, scheme, engine, staged, result, billed_at, lost_ids, rng_events, args)
+                    decide(dingtalk, minute, scheme, engine, staged, result, billed_at, lost_ids, rng_events, args,
+                           assets)
                     minute = []
             dingtalk.set_clock(end + timedelta(minutes=2))
             if hour in failing:
                 dingtalk.inject("http_500", api="listids", times=None)
             run = pipeline.Run(run_id=f"scheduled__{end.isoformat()}", window_start=end - timedelta(days=30),
                                window_end=end, scheduled=True)
+            if scheme.events.enabled:   # the hourly run takes the recent asset events along, as the DAG's plan
+                run = plan_run(scheme, run.run_id, PARAMS, end, end, "scheduled",
+                               caught_up_payloads=assets.recent(scheme, end))
             hook = DingTalkHook("dingtalk_default", retry_policy=FAST)
             try:
                 summary = pipeline.run_all(scheme, hook, KingdeeHook("kingdee_default"), engine, run)
@@ -255,6 +278,8 @@ def simulate(mode: str, planned: list[Planned], start: datetime, args: argparse.
             result.delays_h.append(delay)
             if instance_id in lost_ids:
                 result.lost_caught.append(delay)
+            if instance_id in assets.orphans:
+                result.orphan_caught.append(delay)
         elif claim.decided < horizon:
             result.lost.append(instance_id)
     dingtalk.stop()
@@ -317,7 +342,7 @@ def longest_wait_hours(scheme: Scheme) -> int:
 
 def decide(dingtalk: DingTalkEmulator, minute: list[tuple[datetime, Planned]], scheme: Scheme, engine, staged,
            result: Result, billed_at: dict[str, datetime], lost_ids: set[str], rng: random.Random,
-           args: argparse.Namespace) -> None:
+           args: argparse.Namespace, assets: AssetEvents) -> None:
     """The decisions of one simulated minute; in event mode, then the event-triggered run of their events,
     at the end of that minute (a share of the events lost on the way)."""
     payloads = []
@@ -333,14 +358,18 @@ def decide(dingtalk: DingTalkEmulator, minute: list[tuple[datetime, Planned]], s
             result.events_lost += 1
             lost_ids.add(payload["instance_id"])
             continue
+        assets.recorded.append((moment, payload))
+        if args.orphaned_events and rng.random() < args.orphaned_events:
+            result.events_orphaned += 1
+            assets.orphans.add(payload["instance_id"])
+            continue
         payloads.append(payload)
     if not payloads:
         return
     when = _minute(minute[-1][0]) + timedelta(minutes=1)
     dingtalk.set_clock(when)
-    params = {"dry_run": False, "window_start": None, "window_end": None, "instance_ids": [], "replay_rejected": False}
-    run = plan_run(scheme, f"{ASSET_TRIGGERED}__{when.isoformat()}", params, None, when, ASSET_TRIGGERED,
-                   event_payloads=payloads)
+    run = plan_run(scheme, f"{ASSET_TRIGGERED}__{when.isoformat()}", PARAMS, None, when, ASSET_TRIGGERED,
+                   event_payloads=payloads, caught_up_payloads=assets.recent(scheme, when))
     hook = DingTalkHook("dingtalk_default", retry_policy=FAST)
     pipeline.run_all(scheme, hook, KingdeeHook("kingdee_default"), engine, run)
     result.event_runs += 1
@@ -359,25 +388,27 @@ def show(results: list[Result], budget: int | None) -> None:
     print(f"{'claims':>6} {'mode':<11} {'total':>7} " + " ".join(f"{a:>9}" for a in apis)
           + f" {'get/event':>9} {'per paid':>8} {'largest':>7} {'idle med/max':>12} {'quiet max':>9} "
           + f"{'delay h med/p95/max':>20} {'paid':>5} {'lost':>4} {'twice':>5} {'deferred':>8} {'ev runs':>7} "
-          + f"{'ev lost':>7} {'lost-ev delay h max':>19} {'secs':>6}")
+          + f"{'ev lost':>7} {'lost-ev delay h max':>19} {'orphaned':>8} {'orphan delay h max':>18} {'secs':>6}")
     for r in results:
         total = sum(r.calls.values())
         idle = f"{statistics.median(r.idle_runs):.0f}/{max(r.idle_runs)}" if r.idle_runs else "-"
         delay = (f"{statistics.median(r.delays_h):.2f}/{pct(r.delays_h, 0.95):.2f}/{max(r.delays_h):.2f}"
                  if r.delays_h else "-")
         caught = f"{max(r.lost_caught):.1f}" if r.lost_caught else "-"
+        orphan = f"{max(r.orphan_caught):.2f}" if r.orphan_caught else "-"
         print(f"{r.claims:>6} {r.mode:<11} {total:>7} " + " ".join(f"{r.calls.get(a, 0):>9}" for a in apis)
               + f" {sum(n for a, n in r.event_calls.items() if a.endswith('get')):>9}"
               + f" {total / max(r.paid, 1):>8.2f} {max(r.per_run):>7} {idle:>12} "
               + f"{max(r.quiet_runs) if r.quiet_runs else '-':>9} {delay:>20} "
               + f"{r.paid:>5} {len(r.lost):>4} {r.paid_twice:>5} {r.deferred_by_budget:>8} {r.event_runs:>7} "
-              + f"{r.events_lost:>7} {caught:>19} {r.seconds:>6.0f}")
+              + f"{r.events_lost:>7} {caught:>19} {r.events_orphaned:>8} {orphan:>18} {r.seconds:>6.0f}")
     print(f"budget: {budget if budget is not None else 'scheme default'}; API columns: metered calls "
           "(gettoken, unmetered, not shown); get/event: detail reads made by event-triggered runs (the rest of "
           "get: hourly reads); largest: the largest hourly run; idle: hourly runs of hours in which no claim "
           "started or was decided; quiet: idle runs with no read due and no sweep; lost = payable, decided "
           "before the last (longest wait + 2) hours played, never billed; ev lost: events dropped on purpose "
-          "(--lost-events), their claims' longest delay in the last column")
+          "(--lost-events), their claims' longest delay in the next column; orphaned: events recorded but handed to "
+          "no run (--orphaned-events), their payable claims' longest delay")
 
 
 def main() -> None:
@@ -387,6 +418,9 @@ def main() -> None:
                         choices=["lookback", "incremental", "events"])
     parser.add_argument("--lost-events", type=float, default=0.01,
                         help="event mode: share of the approval events lost on the way (default 0.01)")
+    parser.add_argument("--orphaned-events", type=float, default=0.0,
+                        help="event mode: share of the recorded asset events Airflow hands to no run (the "
+                             "run-queue race; default 0): only the runs' catch-up of recent events bills them")
     for key in EVENT_SETTINGS:
         parser.add_argument(f"--{key.replace('_', '-')}", dest=key, type=int, default=None,
                             help=f"event mode: events.{key} (default: the scheme's)")
