@@ -109,7 +109,8 @@ def stages_of(topology: Topology, known: set[str], approved_at: dict[str, float]
             stored.setdefault(payload.get("instance_id"), epoch(event["timestamp"]))
     marks: dict[str, list[float | None]] = {}
     types: Counter = Counter()
-    for run in sorted((r for r in api.dag_runs(dag_id) if r["dag_run_id"] not in known), key=lambda r: r["queued_at"]):
+    finished = [r for r in api.dag_runs(dag_id) if r["dag_run_id"] not in known and r["state"] in ("success", "failed")]
+    for run in sorted(finished, key=lambda r: r["queued_at"]):  # a run made later for a settled event: not yet
         types[run["run_type"]] += 1
         load = api.call("GET", f"/dags/{dag_id}/dagRuns/{run['dag_run_id']}/taskInstances/load")
         for instance_id in planned_claims(api, dag_id, run["dag_run_id"]):
