@@ -4,6 +4,8 @@ broker on Redis, configured from docker/airflow.env like docker-compose.yaml, bo
 
 Driven only through Airflow's REST API, as an operator would: switch the DAG on, trigger a run, start
 a backfill, clear a task of a finished run. Kingdee must then hold exactly one bill per payable claim.
+The scheme has its Stream events on: claims approved in the DingTalk emulator (its admin API) become
+bills through asset-triggered runs on the Celery workers.
 
 Takes a few minutes and needs PostgreSQL and Redis: run it with `make test-topology` (which sets
 DK_TOPOLOGY=1; `.ci/run` does). PostgreSQL and Redis addresses: DK_TOPOLOGY_POSTGRES_URL and
@@ -19,7 +21,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from scripts.approvals import APPROVE, DingTalkAdmin, running_claims, wait_for
 from scripts.topology import Topology, TopologyConfig
+from tests.fixtures.event_runs import assert_event_runs_made_every_bill, decide_and_wait
 
 pytestmark = pytest.mark.skipif(os.environ.get("DK_TOPOLOGY") != "1",
                                 reason="the distributed topology runs with `make test-topology`")
@@ -32,7 +36,7 @@ REDIS_DB = 13  # the topology test's own Redis database; `scripts/topology.py` d
 def topology(tmp_path_factory):
     name = f"t{uuid.uuid4().hex[:8]}"
     config = TopologyConfig(
-        name=name, state_dir=tmp_path_factory.mktemp("topology"), redis_db=REDIS_DB,
+        name=name, state_dir=tmp_path_factory.mktemp("topology"), redis_db=REDIS_DB, events=True,
         postgres_url=os.environ.get("DK_TOPOLOGY_POSTGRES_URL", TopologyConfig.postgres_url),
         redis_url=os.environ.get("DK_TOPOLOGY_REDIS_URL", TopologyConfig.redis_url))
     topology = Topology(config)
@@ -113,3 +117,17 @@ def test_the_distributed_topology_bills_each_payable_claim_once(topology):
     executed = {name: topology.log_tail(name, 10**7).count("execute_workload") for name in topology.processes
                 if name.startswith("worker-")}
     assert sum(executed.values()) >= 5 * len(runs), executed
+
+
+def test_approvals_become_bills_through_events_on_the_celery_workers(topology):
+    """Claims started a day before (no hourly listing brings them) and approved now: each becomes one
+    bill made by an asset-triggered run whose tasks ran on the workers."""
+    wait_for("the triggerer's Stream connection",
+             lambda: DingTalkAdmin(topology.dingtalk.base_url).stream()["open_connections"], RUN_TIMEOUT_S)
+    approved = running_claims(6, topology.scheme.source.process_code, seed=1414)
+    outcome = decide_and_wait(topology, [(c, APPROVE) for c in approved], pace_s=1)
+    assert_event_runs_made_every_bill(outcome, {c.business_id for c in approved})
+    api = topology.api()
+    queues = {ti["queue"] for r in outcome.runs for ti in api.call(
+        "GET", f"/dags/{topology.dag_id}/dagRuns/{r['dag_run_id']}/taskInstances")["task_instances"]}
+    assert queues == {f"dk_{topology.config.name}"}
