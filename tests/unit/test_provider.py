@@ -20,7 +20,7 @@ def runtime() -> ProvidersManagerTaskRuntime:
 
 
 @pytest.mark.parametrize(("conn_type", "hook_class", "fields"), [
-    ("dingtalk", "dingtalk_kingdee.hooks.dingtalk.DingTalkHook", {"agent_id", "qps"}),
+    ("dingtalk", "dingtalk_kingdee.hooks.dingtalk.DingTalkHook", {"agent_id", "qps", "api_host"}),
     ("kingdee", "dingtalk_kingdee.hooks.kingdee.KingdeeHook", {"acct_id", "app_id", "lcid", "org_num", "auth_mode"}),
 ])
 def test_connection_type_is_registered_with_its_form(providers, runtime, conn_type, hook_class, fields):

@@ -32,9 +32,10 @@ def new_message_id() -> str:
     return uuid.uuid4().hex
 
 
-def event_type_for(status: str) -> str | None:
-    """The event an instance reaching ``status`` announces; None for a state that is no end."""
-    return STATUS_EVENT_TYPES.get(status.upper())
+def event_type_for(status: object) -> str | None:
+    """The event an instance reaching ``status`` announces; None for a state that is no end (or a
+    value that is no status at all: hostile test data stores numbers and nulls there too)."""
+    return STATUS_EVENT_TYPES.get(status.upper()) if isinstance(status, str) else None
 
 
 def approval_event_body(instance: dict, event_type: str) -> dict[str, Any]:
@@ -52,19 +53,29 @@ def approval_event_body(instance: dict, event_type: str) -> dict[str, Any]:
         "type": event_type,
         "title": instance.get("title", ""),
         "staffId": instance.get("originator_userid", ""),
-        "createTime": china_time_to_ms(instance["create_time"]),
+        "createTime": _epoch_ms(instance.get("create_time")),
         "businessType": "",
         "url": f"https://aflow.dingtalk.com/dingtalk/mobile/homepage.htm?procInstId={instance_id}",
     }
     if event_type == "finish":
         body["result"] = instance.get("result", "")
-        deciders = [r["userid"] for r in instance.get("operation_records", [])
-                    if r.get("operation_type") == "EXECUTE_TASK_NORMAL" and r.get("userid")]
+        records = instance.get("operation_records")
+        deciders = [r["userid"] for r in (records if isinstance(records, list) else [])
+                    if isinstance(r, dict) and r.get("operation_type") == "EXECUTE_TASK_NORMAL" and r.get("userid")]
         if deciders:
             body["staffId"] = deciders[-1]
     if event_type in ("finish", "terminate") and instance.get("finish_time"):
-        body["finishTime"] = china_time_to_ms(instance["finish_time"])
+        body["finishTime"] = _epoch_ms(instance["finish_time"])
     return body
+
+
+def _epoch_ms(china_time: object) -> int | None:
+    """A stored China time as epoch milliseconds; None when the stored value is no such time (the
+    hostile corpus stores malformed times: the event still goes out, as DingTalk's would)."""
+    try:
+        return china_time_to_ms(china_time)  # type: ignore[arg-type]
+    except (AttributeError, TypeError, ValueError):
+        return None
 
 
 def event_frame(headers: dict[str, str], data: str, connection_id: str, now_ms: int) -> dict[str, Any]:
