@@ -128,3 +128,13 @@ def finished_runs(api: Any, dag_id: str, known: set[str]) -> list[dict] | None:
     """The DAG's runs not in ``known``, when every one of them has finished; else None."""
     runs = [r for r in api.dag_runs(dag_id) if r["dag_run_id"] not in known]
     return runs if runs and all(r["state"] in ("success", "failed") for r in runs) else None
+
+
+def settled_runs(api: Any, dag_id: str) -> list[dict] | None:
+    """The DAG's runs when none is queued or running and no asset event waits in Airflow's run queue
+    for a run still to be created (with max_active_runs=1 an event queued while a run runs only
+    becomes a run after it); else None. The queue is asked first: a run created from it before the
+    runs are listed shows among them as queued."""
+    if api.call("GET", f"/dags/{dag_id}/assets/queuedEvents")["total_entries"]:
+        return None
+    return finished_runs(api, dag_id, set())
