@@ -116,7 +116,12 @@ def scheme_event_payloads(triggering_asset_events: Mapping[Any, Sequence[Any]] |
     scheme's); each asset event's ``extra`` is ``{"from_trigger": True, "payload": {...}}``."""
     if not triggering_asset_events:
         return []
-    return [(getattr(event, "extra", None) or {}).get("payload") for event in triggering_asset_events.get(asset, [])]
+    return [_payload(event) for event in triggering_asset_events.get(asset, [])]
+
+
+def _payload(asset_event: object) -> object:
+    """The trigger's payload an asset event carries (``extra["payload"]``; None when it has none)."""
+    return (getattr(asset_event, "extra", None) or {}).get("payload")
 
 
 def recent_event_payloads(inlet_events: Mapping[Any, Any] | None, asset: Asset, since: datetime) -> list:
@@ -137,7 +142,7 @@ def recent_event_payloads(inlet_events: Mapping[Any, Any] | None, asset: Asset, 
     untaken = sum(1 for event in found if not getattr(event, "created_dagruns", None))
     log.info("plan: %d asset events of %s since %s, %d of them taken by no run yet", len(found), asset.name,
              since.isoformat(), untaken)
-    return [(getattr(event, "extra", None) or {}).get("payload") for event in found]
+    return [_payload(event) for event in found]
 
 
 def _window_time(value: object, default: datetime | None, what: str) -> datetime:
@@ -216,19 +221,19 @@ def _hourly() -> CronDataIntervalTimetable:
     return CronDataIntervalTimetable("0 * * * *", timezone=TIMEZONE)
 
 
-def _schedule(scheme: Scheme) -> CronDataIntervalTimetable | AssetOrTimeSchedule:
-    """Hourly; with events on, hourly OR the scheme's approval events (an asset-triggered run has no
-    data interval: its plan's "now" is the run's ``run_after``)."""
-    if not scheme.events.enabled:
+def _schedule(asset: Asset | None) -> CronDataIntervalTimetable | AssetOrTimeSchedule:
+    """Hourly; with events on (the scheme's approval ``asset``), hourly OR its events (an
+    asset-triggered run has no data interval: its plan's "now" is the run's ``run_after``)."""
+    if asset is None:
         return _hourly()
-    return AssetOrTimeSchedule(timetable=_hourly(), assets=approval_asset(scheme))
+    return AssetOrTimeSchedule(timetable=_hourly(), assets=asset)
 
 
-def _events_doc(scheme: Scheme) -> str:
-    if not scheme.events.enabled:
+def _events_doc(scheme: Scheme, asset: Asset | None) -> str:
+    if asset is None:
         return ""
     events = scheme.events
-    return EVENTS_DOC.format(asset=approval_asset(scheme).name, dingtalk_conn_id=scheme.source.dingtalk_conn_id,
+    return EVENTS_DOC.format(asset=asset.name, dingtalk_conn_id=scheme.source.dingtalk_conn_id,
                              listing_every_hours=events.listing_every_hours,
                              safety_reread_hours=events.safety_reread_hours,
                              safety_reread_cap_hours=events.safety_reread_cap_hours,
@@ -245,11 +250,13 @@ def build_dag(scheme: Scheme) -> DAG:
     from dingtalk_kingdee.hooks.kingdee import KingdeeHook
 
     dag_id = f"dingtalk_kingdee_{scheme.id}"
+    # With events on: the approval asset the DAG is scheduled on and the plan reads through its inlet.
+    asset = approval_asset(scheme) if scheme.events.enabled else None
     doc = DOC_TEMPLATE.format(
         title=scheme.title, description=scheme.description or "", process_code=scheme.source.process_code,
         lookback_days=scheme.source.lookback_days, form_id=scheme.target.form_id,
         kingdee_conn_id=scheme.target.kingdee_conn_id, match_field=scheme.target.match_field, dag_id=dag_id,
-        events_doc=_events_doc(scheme),
+        events_doc=_events_doc(scheme, asset),
     )
     settings = get_settings()
     default_args = {
@@ -264,7 +271,7 @@ def build_dag(scheme: Scheme) -> DAG:
         dag_id=dag_id,
         description=scheme.title,
         doc_md=doc,
-        schedule=_schedule(scheme),
+        schedule=_schedule(asset),
         start_date=pendulum.datetime(2024, 1, 1, tz=TIMEZONE),
         catchup=False,
         max_active_runs=1,
@@ -286,9 +293,6 @@ def build_dag(scheme: Scheme) -> DAG:
         },
         render_template_as_native_obj=True,
     ) as dag:
-
-        # With events on, the plan reads the approval asset's recent events through its inlet.
-        asset = approval_asset(scheme) if scheme.events.enabled else None
 
         @task(task_id="plan", inlets=[asset] if asset is not None else [])
         def plan() -> dict:
